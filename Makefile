@@ -1,0 +1,33 @@
+# sam2trt: install, demo and tests on a fresh machine (CPU; TensorRT is optional).
+PYTHON ?= python3
+PIP = $(PYTHON) -m pip
+VIDEO ?= ../shared/videos/vtest.avi
+MODEL ?= engines/sam2.1_hiera_t_random
+OUT ?= out
+
+.PHONY: install demo test test-fast bench clean
+
+# torch==2.13.0 must be the CPU wheel: install it first so nothing pulls a CUDA build.
+# The official sam2 package goes in with --no-deps (its torchvision pin pulls CUDA torch;
+# video prediction does not use torchvision).
+install:
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q --no-deps sam2==1.1.0
+	$(PIP) install -q -e '.[export,test]'
+
+# Export SAM 2.1 tiny with random weights (no checkpoint needed) and track two pedestrians.
+demo: install
+	@test -f $(MODEL)/model.json || $(PYTHON) -m sam2trt.cli export --config sam2.1_hiera_t --random-weights --out $(MODEL)
+	$(PYTHON) -m sam2trt.cli track $(VIDEO) --model $(MODEL) --box 250,215,36,97 --box 636,238,50,85 \
+		--max-frames 20 --out $(OUT)/masked.mp4 --masks-dir $(OUT)/masks --json $(OUT)/track.jsonl
+
+# pytest's exit 5 (no tests collected) is turned into a failure.
+test: install
+	$(PYTHON) -m pytest -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
+
+# Everything but the tests that export a model or run the official predictor.
+test-fast:
+	$(PYTHON) -m pytest -ra -m "not slow" --deselect tests/test_cli.py
+
+clean:
+	rm -rf $(OUT) build *.egg-info .pytest_cache

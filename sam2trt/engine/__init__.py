@@ -1,0 +1,1 @@
+"""Engine build: ONNX -> TensorRT engines, and the mixed-precision fp16 ONNX they are built from."""

@@ -1,0 +1,52 @@
+"""Errors a user can act on, each with the process exit code the CLI returns.
+
+Every error carries a one-line message that names the problem and the fix; the
+CLI prints ``error: <message>`` to stderr and exits with ``exit_code``.
+"""
+
+from __future__ import annotations
+
+
+class Sam2TrtError(Exception):
+    """Base class: a one-line, user-facing error. ``exit_code`` is the process exit code."""
+
+    exit_code = 1
+
+    def __init__(self, message: str):
+        if "\n" in message:
+            message = " ".join(part.strip() for part in message.splitlines() if part.strip())
+        super().__init__(message)
+
+
+class UsageError(Sam2TrtError):
+    """Malformed command line: a bad box/point string, conflicting options (exit 2)."""
+
+    exit_code = 2
+
+
+class InputError(Sam2TrtError):
+    """A video, frame folder, prompt or model folder that cannot be used (exit 3)."""
+
+    exit_code = 3
+
+
+class ModelError(InputError):
+    """A model folder that is missing, incomplete or from another version (exit 3)."""
+
+
+class RuntimeFailure(Sam2TrtError):
+    """Failure while running: decoding stopped, disk full, backend error (exit 4)."""
+
+    exit_code = 4
+
+
+class EnvironmentMissing(Sam2TrtError):
+    """This machine lacks what the command needs: TensorRT, cuda-python or a CUDA GPU (exit 5)."""
+
+    exit_code = 5
+
+
+class Interrupted(Sam2TrtError):
+    """SIGINT / SIGTERM received; outputs were closed cleanly up to the last frame (exit 130)."""
+
+    exit_code = 130

@@ -1,0 +1,303 @@
+"""The four exportable SAM 2 modules, as thin ``torch.nn.Module`` wrappers.
+
+Each wrapper holds a reference to an official ``SAM2Base`` model (PyPI ``sam2``
+1.1.0) and reuses its sub-modules and weights; it only rearranges inputs so that
+the graph traces to ONNX with dynamic object counts and memory lengths, and it
+leaves every *decision* (which memories, which mask, object-score gating) to the
+NumPy tracker core (:mod:`sam2trt.tracker`).
+
+Shapes below use ``S`` = image size (1024), ``H = W = S / 16`` (64),
+``C`` = hidden dim (256), ``Cm`` = memory dim (64), ``B`` = objects,
+``T`` = memory frames, ``P`` = object pointers, ``N`` = prompt points.
+
+The one real rewrite is rotary position encoding (RoPE): the official
+``apply_rotary_enc`` uses complex tensors, which ONNX cannot express, so
+:func:`apply_rope` does the same rotation on (even, odd) channel pairs in real
+arithmetic with cos/sin tables taken from the official ``freqs_cis``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sam2.modeling.sam2_utils import get_1d_sine_pe
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs of ``x`` by the angles whose cos/sin are given.
+
+    Real-valued equivalent of ``sam2.modeling.position_encoding.apply_rotary_enc``
+    (``view_as_complex(x) * freqs_cis``).
+
+    Args:
+        x: ``[..., L, D]`` float, with ``L`` a multiple of ``cos.shape[0]`` (the
+            tables repeat along L, like ``rope_k_repeat`` in the official code).
+        cos, sin: ``[Lq, D/2]`` float32 tables (``freqs_cis.real / .imag``).
+
+    Returns:
+        Tensor of the same shape and dtype as ``x``.
+    """
+    lq, half = cos.shape
+    lead = x.shape[:-2]
+    xr = x.reshape(*lead, -1, lq, half, 2)
+    a, b = xr[..., 0], xr[..., 1]
+    out = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1)
+    return out.reshape(x.shape)
+
+
+def _attention(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               rope: tuple[torch.Tensor, torch.Tensor] | None,
+               num_k_rope: torch.Tensor | int | None) -> torch.Tensor:
+    """Forward of the official ``RoPEAttention`` with real-valued RoPE.
+
+    Mirrors ``sam2.modeling.sam.transformer.RoPEAttention.forward``. Keys past
+    ``num_k_rope`` (the object-pointer tokens) are not rotated. ``q``: ``[B, Lq, Cq]``,
+    ``k``/``v``: ``[B, Lk, Ck]``; returns ``[B, Lq, Cq]``.
+    """
+    q = attn._separate_heads(attn.q_proj(q), attn.num_heads)
+    k = attn._separate_heads(attn.k_proj(k), attn.num_heads)
+    v = attn._separate_heads(attn.v_proj(v), attn.num_heads)
+    if rope is not None:
+        cos, sin = rope
+        q = apply_rope(q, cos, sin)
+        if num_k_rope is None:
+            k = apply_rope(k, cos, sin)
+        else:
+            k = torch.cat([apply_rope(k[:, :, :num_k_rope], cos, sin), k[:, :, num_k_rope:]], dim=2)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    weights = torch.softmax(torch.matmul(q * scale, k.transpose(-2, -1)), dim=-1)
+    out = torch.matmul(weights, v)
+    return attn.out_proj(attn._recombine_heads(out))
+
+
+class ImageEncoder(nn.Module):
+    """Image encoder: normalised frame -> multi-scale features.
+
+    Mirrors ``SAM2Base.forward_image`` (Hiera trunk + FPN neck, then the mask
+    decoder's ``conv_s0`` / ``conv_s1`` on the two high-resolution levels) followed
+    by ``_prepare_backbone_features``. The position encodings are constants and
+    are baked into :class:`MemoryAttention` instead of being outputs.
+
+    Inputs: ``image`` ``[1, 3, S, S]`` float32 (RGB, ImageNet-normalised).
+    Outputs: ``high_res_feat0`` ``[1, C/8, 4H, 4W]``, ``high_res_feat1``
+    ``[1, C/4, 2H, 2W]``, ``vision_feat`` ``[1, C, H, W]``, all float32.
+    """
+
+    input_names = ["image"]
+    output_names = ["high_res_feat0", "high_res_feat1", "vision_feat"]
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor):
+        out = self.model.forward_image(image)
+        feats = out["backbone_fpn"][-self.model.num_feature_levels:]
+        return feats[0], feats[1], feats[2]
+
+
+class MemoryAttention(nn.Module):
+    """Memory attention: condition the current frame's features on the memory bank.
+
+    Mirrors the tensor work of ``SAM2Base._prepare_memory_conditioned_features``
+    after memory selection, and ``MemoryAttention.forward``: spatial memories get
+    ``maskmem_pos_enc + maskmem_tpos_enc[...]`` as keys' position encoding,
+    object pointers are split into ``C / Cm`` tokens of ``Cm`` channels with the
+    (projected) 1-D sine encoding of their temporal offset, and RoPE is applied to
+    the current frame and to spatial memory keys but not to pointer tokens.
+
+    Inputs:
+        vision_feat: ``[1, C, H, W]`` float32, image encoder output (shared by objects).
+        maskmem_features: ``[B, T, Cm, H, W]`` float32, selected spatial memories.
+        memory_tpos_enc: ``[T, Cm]`` float32, ``maskmem_tpos_enc[num_maskmem - t_pos - 1]``
+            for each selected memory (chosen by the tracker).
+        obj_ptrs: ``[B, P, C]`` float32, selected object pointers.
+        obj_ptr_tpos: ``[P]`` float32, each pointer's temporal offset divided by
+            ``t_diff_max`` (as in the official code, before the sine encoding).
+    Output: ``pix_feat_with_mem`` ``[B, C, H, W]`` float32.
+    """
+
+    input_names = ["vision_feat", "maskmem_features", "memory_tpos_enc", "obj_ptrs", "obj_ptr_tpos"]
+    output_names = ["pix_feat_with_mem"]
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.attn = model.memory_attention
+        hw = model.sam_image_embedding_size
+        self.hw = hw
+        self.hidden_dim = model.hidden_dim
+        self.mem_dim = model.mem_dim
+        with torch.no_grad():
+            # Constant position encodings: they depend on the feature shape only.
+            pos = model.image_encoder.neck.position_encoding(torch.zeros(1, self.hidden_dim, hw, hw))
+            self.register_buffer("curr_pos", pos.flatten(2).transpose(1, 2).contiguous())  # [1, HW, C]
+            mpos = model.memory_encoder.position_encoding(torch.zeros(1, self.mem_dim, hw, hw))
+            self.register_buffer("maskmem_pos_enc", mpos.flatten(2).transpose(1, 2)[0].contiguous())  # [HW, Cm]
+            layer0 = self.attn.layers[0]
+            self._rope_tables("sa", layer0.self_attn, hw)
+            self._rope_tables("ca", layer0.cross_attn_image, hw)
+
+    def _rope_tables(self, name: str, attn: nn.Module, hw: int) -> None:
+        if not hasattr(attn, "compute_cis"):
+            self.register_buffer(f"{name}_cos", None)
+            self.register_buffer(f"{name}_sin", None)
+            return
+        cis = attn.compute_cis(end_x=hw, end_y=hw).cpu()
+        self.register_buffer(f"{name}_cos", cis.real.float().contiguous())
+        self.register_buffer(f"{name}_sin", cis.imag.float().contiguous())
+
+    def _obj_ptr_pos(self, obj_ptr_tpos: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        if m.add_tpos_enc_to_obj_ptrs:
+            tpos_dim = self.hidden_dim if m.proj_tpos_enc_in_obj_ptrs else self.mem_dim
+            pe = get_1d_sine_pe(obj_ptr_tpos, dim=tpos_dim)
+            return m.obj_ptr_tpos_proj(pe)  # [P, Cm]
+        return obj_ptr_tpos[:, None] * torch.zeros(1, self.mem_dim)
+
+    def forward(self, vision_feat, maskmem_features, memory_tpos_enc, obj_ptrs, obj_ptr_tpos):
+        B, T = maskmem_features.shape[0], maskmem_features.shape[1]
+        C, Cm, hw = self.hidden_dim, self.mem_dim, self.hw
+        split = C // Cm
+
+        curr = vision_feat.flatten(2).transpose(1, 2).expand(B, -1, -1)  # [B, HW, C]
+        curr_pos = self.curr_pos
+
+        spatial = maskmem_features.permute(0, 1, 3, 4, 2).reshape(B, T * hw * hw, Cm)
+        spatial_pos = (self.maskmem_pos_enc[None] + memory_tpos_enc[:, None, :]).reshape(1, T * hw * hw, Cm)
+        ptr_tokens = obj_ptrs.reshape(B, -1, Cm)  # pointer p -> tokens p*split .. p*split+split-1
+        ptr_pos = torch.repeat_interleave(self._obj_ptr_pos(obj_ptr_tpos), split, dim=0)[None]
+        memory = torch.cat([spatial, ptr_tokens], dim=1)
+        memory_pos = torch.cat([spatial_pos, ptr_pos], dim=1).expand(B, -1, -1)
+        num_k_rope = spatial.shape[1]
+
+        out = curr
+        if self.attn.pos_enc_at_input:
+            out = out + 0.1 * curr_pos
+        sa_rope = None if self.sa_cos is None else (self.sa_cos, self.sa_sin)
+        ca_rope = None if self.ca_cos is None else (self.ca_cos, self.ca_sin)
+        for layer in self.attn.layers:
+            tgt2 = layer.norm1(out)
+            qk = tgt2 + curr_pos if layer.pos_enc_at_attn else tgt2
+            out = out + _attention(layer.self_attn, qk, qk, tgt2, sa_rope, None)
+            tgt2 = layer.norm2(out)
+            q = tgt2 + curr_pos if layer.pos_enc_at_cross_attn_queries else tgt2
+            k = memory + memory_pos if layer.pos_enc_at_cross_attn_keys else memory
+            out = out + _attention(layer.cross_attn_image, q, k, memory, ca_rope, num_k_rope)
+            tgt2 = layer.norm3(out)
+            out = out + layer.linear2(layer.activation(layer.linear1(tgt2)))
+        out = self.attn.norm(out)
+        return out.transpose(1, 2).reshape(B, C, hw, hw)
+
+
+class MaskDecoder(nn.Module):
+    """Prompt encoder + mask decoder, all four mask tokens at once.
+
+    Mirrors ``SAM2Base._forward_sam_heads`` up to (not including) the multimask
+    choice and object-score gating, which the tracker does in NumPy: it returns
+    every mask token's logits, IoU estimate and projected object pointer so the
+    tracker can apply the official rule (multimask argmax, or single mask with
+    the dynamic stability fallback) exactly.
+
+    Inputs:
+        pix_feat: ``[B, C, H, W]`` float32, memory-conditioned features.
+        high_res_feat0: ``[1, C/8, 4H, 4W]``, high_res_feat1: ``[1, C/4, 2H, 2W]`` float32.
+        point_coords: ``[B, N, 2]`` float32, (x, y) in model-input pixels (0..S).
+        point_labels: ``[B, N]`` int32: 1 positive, 0 negative, 2/3 box corners, -1 padding.
+        mask_input: ``[B, 1, 4H, 4W]`` float32 dense mask prompt (logits or 0/1).
+        has_mask_input: ``[B]`` float32, 1.0 where ``mask_input`` is used, else 0.0.
+    Outputs:
+        low_res_masks: ``[B, 4, 4H, 4W]`` float32 logits (token 0 = single mask).
+        iou_predictions: ``[B, 4]`` float32.
+        obj_ptrs: ``[B, 4, C]`` float32, ``obj_ptr_proj`` of each mask token.
+        object_score_logits: ``[B, 1]`` float32.
+    """
+
+    input_names = ["pix_feat", "high_res_feat0", "high_res_feat1", "point_coords", "point_labels",
+                   "mask_input", "has_mask_input"]
+    output_names = ["low_res_masks", "iou_predictions", "obj_ptrs", "object_score_logits"]
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        pe = model.sam_prompt_encoder
+        with torch.no_grad():
+            self.register_buffer("image_pe", pe.get_dense_pe().clone())
+
+    def _embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # PromptEncoder._embed_points(pad=True): +0.5 shift, one padding point.
+        pe = self.model.sam_prompt_encoder
+        B = coords.shape[0]
+        coords = torch.cat([coords + 0.5, torch.zeros(B, 1, 2)], dim=1)
+        labels = torch.cat([labels, -torch.ones(B, 1, dtype=labels.dtype)], dim=1)
+        emb = pe.pe_layer.forward_with_coords(coords, pe.input_image_size)
+        lab = labels.unsqueeze(-1)
+        emb = torch.where(lab == -1, torch.zeros_like(emb) + pe.not_a_point_embed.weight, emb)
+        for i in range(pe.num_point_embeddings):
+            emb = torch.where(lab == i, emb + pe.point_embeddings[i].weight, emb)
+        return emb
+
+    def forward(self, pix_feat, high_res_feat0, high_res_feat1, point_coords, point_labels,
+                mask_input, has_mask_input):
+        m = self.model
+        pe = m.sam_prompt_encoder
+        B = pix_feat.shape[0]
+        sparse = self._embed_points(point_coords, point_labels)
+        has = has_mask_input.reshape(B, 1, 1, 1)
+        dense = has * pe.mask_downscaling(mask_input) + (1.0 - has) * pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        masks, iou, tokens, obj_score = m.sam_mask_decoder.predict_masks(
+            image_embeddings=pix_feat,
+            image_pe=self.image_pe,
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            repeat_image=False,
+            high_res_features=[high_res_feat0.expand(B, -1, -1, -1), high_res_feat1.expand(B, -1, -1, -1)],
+        )
+        return masks, iou, m.obj_ptr_proj(tokens), obj_score
+
+
+class MemoryEncoder(nn.Module):
+    """Memory encoder: (frame features, predicted mask) -> spatial memory.
+
+    Mirrors ``SAM2Base._encode_new_memory`` including the upsampling of the
+    low-resolution mask to ``S x S`` (``_forward_sam_heads`` /
+    ``propagate_in_video_preflight``), the sigmoid-or-binarise choice
+    (``binarize_mask_from_pts_for_mem_enc``), ``sigmoid_scale/bias_for_mem_enc``
+    and the ``no_obj_embed_spatial`` term for objects scored absent.
+
+    Inputs:
+        vision_feat: ``[1, C, H, W]`` float32 (raw image encoder features).
+        mask_logits: ``[B, 1, 4H, 4W]`` float32 chosen low-res mask logits.
+        object_score_logits: ``[B, 1]`` float32.
+        binarize_mask: ``[B]`` float32: 1.0 -> mask = (logits > 0) (prompted frames
+            when the model binarises masks from points), 0.0 -> sigmoid(logits).
+    Output: ``maskmem_features`` ``[B, Cm, H, W]`` float32.
+    """
+
+    input_names = ["vision_feat", "mask_logits", "object_score_logits", "binarize_mask"]
+    output_names = ["maskmem_features"]
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, vision_feat, mask_logits, object_score_logits, binarize_mask):
+        m = self.model
+        B = mask_logits.shape[0]
+        hr = F.interpolate(mask_logits, size=(m.image_size, m.image_size), mode="bilinear", align_corners=False)
+        b = binarize_mask.reshape(B, 1, 1, 1)
+        mask = b * (hr > 0).float() + (1.0 - b) * torch.sigmoid(hr)
+        if m.sigmoid_scale_for_mem_enc != 1.0:
+            mask = mask * m.sigmoid_scale_for_mem_enc
+        if m.sigmoid_bias_for_mem_enc != 0.0:
+            mask = mask + m.sigmoid_bias_for_mem_enc
+        pix = vision_feat.expand(B, -1, -1, -1)
+        feats = m.memory_encoder(pix, mask, skip_mask_sigmoid=True)["vision_features"]
+        if m.no_obj_embed_spatial is not None:
+            absent = 1.0 - (object_score_logits > 0).float()
+            feats = feats + absent[..., None, None] * m.no_obj_embed_spatial[..., None, None]
+        return feats

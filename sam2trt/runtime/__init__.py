@@ -1,0 +1,13 @@
+"""Runtime backends: one runner per module, each a context manager with
+``infer(feed_dict) -> dict`` (the Polygraphy runner shape).
+
+- :mod:`sam2trt.runtime.onnxruntime_backend` -- ONNX Runtime (CPU, default everywhere)
+- :mod:`sam2trt.runtime.tensorrt_backend`    -- TensorRT engines on pinned CUDA buffers
+
+Heavy imports (onnxruntime, tensorrt, cuda) happen when a runner is activated,
+so the CLI starts without them.
+"""
+
+from sam2trt.runtime.base import ModuleRunners, Runner, open_runners
+
+__all__ = ["ModuleRunners", "Runner", "open_runners"]

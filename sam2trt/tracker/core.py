@@ -1,0 +1,325 @@
+"""The per-frame step: image encoder -> memory attention -> mask decoder -> memory encoder.
+
+Pure NumPy around four module runners (any backend with ``infer(feed) -> dict``).
+The memory banks are plain :class:`~sam2trt.tracker.memory_bank.ObjectMemory`
+values the caller holds and passes in; :class:`FrameStepper` keeps no per-video
+state. :func:`track_frames` is the loop over a stream of frames.
+
+Semantics are those of ``SAM2VideoPredictor`` (``build_sam2_video_predictor``,
+post-processing on); each method names the official function it mirrors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from sam2trt.tracker.memory_bank import (
+    FrameMemory, MemorySelection, ObjectMemory, prune, round_to_bfloat16, select_memory,
+)
+from sam2trt.tracker.processing import NO_OBJ_SCORE, fill_holes, preprocess_frame, stability_scores
+from sam2trt.tracker.prompts import ObjectPrompt
+
+
+@dataclass
+class ImageFeatures:
+    """Image encoder outputs for one frame (all float32, batch 1).
+
+    ``high_res_feat0`` ``[1, C/8, 4H, 4W]``, ``high_res_feat1`` ``[1, C/4, 2H, 2W]``,
+    ``vision_feat`` ``[1, C, H, W]``.
+    """
+
+    high_res_feat0: np.ndarray
+    high_res_feat1: np.ndarray
+    vision_feat: np.ndarray
+
+
+@dataclass
+class ObjectResult:
+    """One object's prediction on one frame.
+
+    Attributes:
+        mask_logits: ``[h, w]`` float32 low-resolution logits (``image_size / 4``
+            square), holes filled; upsample with
+            :func:`~sam2trt.tracker.processing.upsample_logits`.
+        object_score_logit: > 0 means the object is present.
+        memory: what this frame adds to the object's memory bank.
+    """
+
+    mask_logits: np.ndarray
+    object_score_logit: float
+    memory: FrameMemory
+
+
+@dataclass
+class FrameOutput:
+    """All objects' results on one frame, in object order.
+
+    ``mask_logits`` ``[K, h, w]`` float32; ``object_score_logits`` ``[K]`` float32.
+    """
+
+    frame_idx: int
+    obj_ids: list[int]
+    mask_logits: np.ndarray
+    object_score_logits: np.ndarray
+
+
+class FrameStepper:
+    """Runs the four modules for one frame, given the memory banks.
+
+    Args:
+        spec: the model's :class:`~sam2trt.model_spec.ModelSpec`.
+        runners: a :class:`~sam2trt.runtime.ModuleRunners` (activated).
+        fill_hole_area: fill holes up to this many low-res pixels in the output
+            masks (``None``: the model's default, 8 with post-processing).
+    """
+
+    def __init__(self, spec, runners, fill_hole_area: int | None = None):
+        self.spec = spec
+        self.runners = runners
+        self.fill_hole_area = spec.fill_hole_area if fill_hole_area is None else fill_hole_area
+        s = spec.low_res_size
+        self._no_points = (np.zeros((1, 1, 2), np.float32), -np.ones((1, 1), np.int32))
+        self._no_mask = np.zeros((1, 1, s, s), np.float32)
+
+    # -- image encoder -------------------------------------------------------
+    def encode_image(self, rgb: np.ndarray | None, image: np.ndarray | None = None) -> ImageFeatures:
+        """Run the image encoder on a frame.
+
+        Mirrors ``SAM2Base.forward_image`` on a frame loaded like ``load_video_frames``.
+
+        Args:
+            rgb: ``[H, W, 3]`` uint8 frame, preprocessed here when ``image`` is None.
+            image: ``[1, 3, S, S]`` float32, already preprocessed
+                (:func:`~sam2trt.tracker.processing.preprocess_frame`).
+        """
+        spec = self.spec
+        if image is None:
+            image = preprocess_frame(rgb, spec.image_size, spec.image_mean, spec.image_std)
+        out = self.runners.image_encoder.infer({"image": image})
+        return ImageFeatures(out["high_res_feat0"], out["high_res_feat1"], out["vision_feat"])
+
+    # -- mask decoder + choice ---------------------------------------------
+    def _use_multimask(self, is_init_cond_frame: bool, num_points: int) -> bool:
+        """Mirror of ``SAM2Base._use_multimask``."""
+        s = self.spec
+        return bool(s.multimask_output_in_sam
+                    and (is_init_cond_frame or s.multimask_output_for_tracking)
+                    and s.multimask_min_pt_num <= num_points <= s.multimask_max_pt_num)
+
+    def _decode(self, feats: ImageFeatures, pix_feat: np.ndarray, coords: np.ndarray, labels: np.ndarray,
+                multimask: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Run the mask decoder and apply the official choice of mask and pointer.
+
+        Mirrors the end of ``SAM2Base._forward_sam_heads`` and
+        ``MaskDecoder.forward`` (multimask argmax over tokens 1-3; else token 0
+        with ``_dynamic_multimask_via_stability``; object-score gating of the
+        masks to ``NO_OBJ_SCORE``; ``fixed_no_obj_ptr`` / ``no_obj_ptr`` mixing).
+
+        Args:
+            pix_feat: ``[B, C, H, W]``; coords ``[B, N, 2]`` float32 (model pixels);
+                labels ``[B, N]`` int32.
+        Returns:
+            ``(mask_logits [B, h, w], obj_ptr [B, C], object_score_logits [B])``, float32.
+        """
+        spec = self.spec
+        B = pix_feat.shape[0]
+        out = self.runners.mask_decoder.infer({
+            "pix_feat": pix_feat,
+            "high_res_feat0": feats.high_res_feat0,
+            "high_res_feat1": feats.high_res_feat1,
+            "point_coords": coords,
+            "point_labels": labels,
+            "mask_input": np.broadcast_to(self._no_mask, (B,) + self._no_mask.shape[1:]).copy(),
+            "has_mask_input": np.zeros((B,), np.float32),
+        })
+        masks, ious, ptrs = out["low_res_masks"], out["iou_predictions"], out["obj_ptrs"]
+        scores = out["object_score_logits"].reshape(B)
+        rows = np.arange(B)
+        best = np.argmax(ious[:, 1:], axis=-1) + 1
+        if multimask:
+            mask = masks[rows, best]
+            token = best if spec.use_multimask_token_for_obj_ptr else np.zeros(B, int)
+        elif spec.dynamic_multimask_via_stability:
+            stable = stability_scores(masks[:, 0], spec.dynamic_multimask_stability_delta) \
+                >= spec.dynamic_multimask_stability_thresh
+            mask = np.where(stable[:, None, None], masks[:, 0], masks[rows, best])
+            token = np.zeros(B, int)
+        else:
+            mask = masks[:, 0]
+            token = np.zeros(B, int)
+        ptr = ptrs[rows, token]
+        if spec.pred_obj_scores:
+            appearing = scores > 0
+            mask = np.where(appearing[:, None, None], mask, np.float32(NO_OBJ_SCORE)).astype(np.float32)
+            lam = (1.0 / (1.0 + np.exp(-scores)) if spec.soft_no_obj_ptr else appearing).astype(np.float32)[:, None]
+            if spec.fixed_no_obj_ptr:
+                ptr = lam * ptr
+            ptr = ptr + (1 - lam) * self.spec.no_obj_ptr[None]
+        return np.ascontiguousarray(mask, np.float32), ptr.astype(np.float32), scores.astype(np.float32)
+
+    # -- memory encoder -----------------------------------------------------
+    def _encode_memory(self, feats: ImageFeatures, mask_logits: np.ndarray, scores: np.ndarray,
+                       binarize: bool) -> np.ndarray:
+        """Run the memory encoder; returns ``[B, mem_dim, H, W]`` bfloat16-rounded float32.
+
+        Mirrors ``SAM2Base._encode_new_memory`` plus the bfloat16 storage of
+        ``SAM2VideoPredictor._run_single_frame_inference``.
+        """
+        B = mask_logits.shape[0]
+        out = self.runners.memory_encoder.infer({
+            "vision_feat": feats.vision_feat,
+            "mask_logits": mask_logits[:, None],
+            "object_score_logits": scores.reshape(B, 1),
+            "binarize_mask": np.full((B,), 1.0 if binarize else 0.0, np.float32),
+        })
+        return round_to_bfloat16(out["maskmem_features"])
+
+    def _results(self, mask_logits, ptrs, scores, maskmem) -> list[ObjectResult]:
+        filled = fill_holes(mask_logits, self.fill_hole_area)
+        return [ObjectResult(filled[i], float(scores[i]), FrameMemory(maskmem[i], ptrs[i], float(scores[i])))
+                for i in range(len(scores))]
+
+    # -- conditioning frame -------------------------------------------------
+    def prompt(self, feats: ImageFeatures, prompts: Sequence[ObjectPrompt], video_hw: tuple[int, int]) -> list[ObjectResult]:
+        """Segment objects on their first conditioning frame from box/point prompts.
+
+        Mirrors ``SAM2VideoPredictor.add_new_points_or_box`` (a fresh object, no
+        memory: ``directly_add_no_mem_embed``) followed by the memory encoding of
+        ``propagate_in_video_preflight`` (holes filled first, mask binarised when
+        ``binarize_mask_from_pts_for_mem_enc``). Prompts with the same number of
+        points run as one batch.
+
+        Args:
+            feats: this frame's image features.
+            prompts: one per object, each with a box and/or points.
+            video_hw: ``(height, width)`` of the video frames in pixels.
+        Returns:
+            One :class:`ObjectResult` per prompt, in order; ``result.memory`` is the
+            object's conditioning-frame memory.
+        """
+        spec = self.spec
+        results: list[ObjectResult | None] = [None] * len(prompts)
+        groups: dict[int, list[int]] = {}
+        encoded = [p.encode_points(video_hw, spec.image_size) for p in prompts]
+        for i, (coords, _) in enumerate(encoded):
+            groups.setdefault(len(coords), []).append(i)
+        base = feats.vision_feat + spec.no_mem_embed[None, :, None, None]
+        for n, idx in groups.items():
+            coords = np.stack([encoded[i][0] for i in idx])
+            labels = np.stack([encoded[i][1] for i in idx])
+            pix = np.ascontiguousarray(np.broadcast_to(base, (len(idx),) + base.shape[1:]))
+            mask, ptr, scores = self._decode(feats, pix, coords, labels, self._use_multimask(True, n))
+            filled = fill_holes(mask, self.fill_hole_area)
+            maskmem = self._encode_memory(feats, filled, scores, spec.binarize_mask_from_pts_for_mem_enc)
+            for j, i in enumerate(idx):
+                results[i] = ObjectResult(filled[j], float(scores[j]), FrameMemory(maskmem[j], ptr[j], float(scores[j])))
+        return results
+
+    # -- tracking frame -----------------------------------------------------
+    def track(self, feats: ImageFeatures, frame_idx: int, banks: Sequence[ObjectMemory],
+              num_frames: int | None) -> list[ObjectResult]:
+        """Track objects on a frame without prompts, from their memory banks.
+
+        Mirrors ``SAM2Base.track_step`` on a non-conditioning frame (memory
+        selection, memory attention, multimask decoding for tracking, memory
+        encoding of the unfilled mask) and the hole filling of
+        ``_run_single_frame_inference``. Objects whose memory selections share a
+        layout run memory attention as one batch; the mask decoder and memory
+        encoder run once for all objects.
+
+        Args:
+            banks: the objects' memory banks (not modified: the caller stores
+                ``result.memory`` and calls :func:`~sam2trt.tracker.memory_bank.prune`).
+            num_frames: video length in frames, or ``None`` if unknown.
+        Returns:
+            One :class:`ObjectResult` per bank, in order.
+        """
+        if not banks:
+            return []
+        spec = self.spec
+        selections = [select_memory(b, frame_idx, num_frames, spec) for b in banks]
+        groups: dict[tuple, list[int]] = {}
+        for i, sel in enumerate(selections):
+            groups.setdefault(sel.layout, []).append(i)
+        pix = np.empty((len(banks),) + feats.vision_feat.shape[1:], np.float32)
+        for idx in groups.values():
+            pix[idx] = self._attend(feats, [selections[i] for i in idx])
+        B = len(banks)
+        coords = np.broadcast_to(self._no_points[0], (B, 1, 2)).copy()
+        labels = np.broadcast_to(self._no_points[1], (B, 1)).copy()
+        mask, ptr, scores = self._decode(feats, pix, coords, labels, self._use_multimask(False, 0))
+        maskmem = self._encode_memory(feats, mask, scores, binarize=False)
+        return self._results(mask, ptr, scores, maskmem)
+
+    def _attend(self, feats: ImageFeatures, sels: list[MemorySelection]) -> np.ndarray:
+        """Memory attention for objects sharing one selection layout -> ``[B, C, H, W]``."""
+        sel0 = sels[0]
+        out = self.runners.memory_attention.infer({
+            "vision_feat": feats.vision_feat,
+            "maskmem_features": np.stack([np.stack(s.features) for s in sels]),
+            "memory_tpos_enc": np.ascontiguousarray(self.spec.maskmem_tpos_enc[sel0.tpos_index]),
+            "obj_ptrs": np.stack([np.stack(s.obj_ptrs) for s in sels]),
+            "obj_ptr_tpos": sel0.obj_ptr_tpos(),
+        })
+        return out["pix_feat_with_mem"]
+
+
+def track_frames(stepper: FrameStepper, frames: Iterable[tuple[int, np.ndarray]], prompts: Sequence[ObjectPrompt],
+                 *, num_frames: int | None, max_frames: int | None = None,
+                 banks: dict[int, ObjectMemory] | None = None) -> Iterator[FrameOutput]:
+    """Track prompted objects forward through a stream of frames.
+
+    Mirrors ``SAM2VideoPredictor.propagate_in_video`` (forward) after all
+    prompts were added: output starts at the earliest prompt frame. Frames
+    before it are read but not encoded.
+
+    Args:
+        stepper: the per-frame step.
+        frames: ``(frame_idx, rgb [H, W, 3] uint8)`` or ``(frame_idx, rgb, image)``
+            with ``image`` preprocessed (``[1, 3, S, S]`` float32), in increasing index order.
+        prompts: one per object; every object's prompt frame must be reached.
+        num_frames: video length in frames (``None`` if unknown).
+        max_frames: stop after this many processed frames (``None``: all).
+        banks: memory banks by object id (filled in; pass a dict to inspect them).
+    Yields:
+        A :class:`FrameOutput` per processed frame, objects in prompt order
+        (objects not yet prompted are absent).
+    Raises:
+        ValueError: no prompts, or duplicate object ids.
+    """
+    if not prompts:
+        raise ValueError("no prompts: give at least one object")
+    ids = [p.obj_id for p in prompts]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"duplicate object ids in prompts: {ids}")
+    banks = {} if banks is None else banks
+    start = min(p.frame_idx for p in prompts)
+    done = 0
+    for frame_idx, rgb, *pre in frames:
+        if frame_idx < start:
+            continue
+        if max_frames is not None and done >= max_frames:
+            break
+        feats = stepper.encode_image(rgb, pre[0] if pre else None)
+        here = [p for p in prompts if p.frame_idx == frame_idx]
+        tracked = [oid for oid in ids if oid in banks]
+        results: dict[int, ObjectResult] = {}
+        for oid, res in zip(tracked, stepper.track(feats, frame_idx, [banks[o] for o in tracked], num_frames)):
+            banks[oid].non_cond[frame_idx] = res.memory
+            prune(banks[oid], frame_idx + 1, stepper.spec)
+            results[oid] = res
+        new = [p for p in here if p.obj_id not in banks]
+        for p, res in zip(new, stepper.prompt(feats, new, rgb.shape[:2])):
+            banks[p.obj_id] = ObjectMemory(cond={frame_idx: res.memory})
+            results[p.obj_id] = res
+        order = [oid for oid in ids if oid in results]
+        yield FrameOutput(
+            frame_idx=frame_idx,
+            obj_ids=order,
+            mask_logits=np.stack([results[o].mask_logits for o in order]),
+            object_score_logits=np.asarray([results[o].object_score_logit for o in order], np.float32),
+        )
+        done += 1

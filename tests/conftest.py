@@ -1,0 +1,85 @@
+"""Shared fixtures: one exported tiny model per test session, the official predictor, test clips.
+
+Weights are random (seeded) — no checkpoint is reachable in CI — with the mask
+decoder's hypernetwork output layers scaled x40 so that mask logits are decisive
+(random init gives logits with std ~0.05, leaving many pixels at the threshold).
+The model folder is exported once per session through the real CLI.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+DATA = pathlib.Path(__file__).parent / "data"
+CONFIG = "sam2.1_hiera_t"
+SEED = 0
+HYPERNET_SCALE = 40.0
+
+
+def run_cli(*args, check=False, timeout=900):
+    """Run ``python -m sam2trt.cli ARGS`` in a subprocess; returns CompletedProcess (text)."""
+    proc = subprocess.run([sys.executable, "-m", "sam2trt.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"sam2trt {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def vtest_frames() -> pathlib.Path:
+    """Folder of 16 JPEG frames (768x576) from OpenCV's vtest.avi sample (pedestrians)."""
+    return DATA / "vtest16"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> pathlib.Path:
+    """An official-format checkpoint ({'model': state_dict}) of sam2.1_hiera_t with seeded random weights."""
+    torch = pytest.importorskip("torch")
+    from sam2trt.export.exporter import build_model
+
+    model = build_model(CONFIG, seed=SEED)
+    with torch.no_grad():
+        for mlp in model.sam_mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[-1].weight.mul_(HYPERNET_SCALE)
+            mlp.layers[-1].bias.mul_(HYPERNET_SCALE)
+    path = tmp_path_factory.mktemp("ckpt") / "sam2.1_hiera_t_random.pt"
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory, tiny_checkpoint):
+    """``(model_dir, export_stderr)``: the checkpoint exported once with ``sam2trt export``."""
+    out = tmp_path_factory.mktemp("model") / CONFIG
+    proc = run_cli("export", "--config", CONFIG, "--checkpoint", tiny_checkpoint, "--out", out, check=True)
+    return out, proc.stderr
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_export) -> pathlib.Path:
+    """The exported model folder (four ONNX files + model.json)."""
+    return tiny_export[0]
+
+
+@pytest.fixture(scope="session")
+def official_predictor(tiny_checkpoint):
+    """The official ``SAM2VideoPredictor`` (post-processing on) with the same weights."""
+    from sam2trt.export.exporter import build_model
+
+    return build_model(CONFIG, checkpoint=tiny_checkpoint)
+
+
+@pytest.fixture()
+def model_copy(tiny_model_dir, tmp_path) -> pathlib.Path:
+    """A throwaway copy of the model folder made of symlinks (cheap to break)."""
+    dst = tmp_path / "model"
+    dst.mkdir()
+    for f in tiny_model_dir.iterdir():
+        (dst / f.name).symlink_to(f)
+    shutil.copy(tiny_model_dir / "model.json", dst / "model.json.real")
+    return dst
