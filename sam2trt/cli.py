@@ -98,48 +98,126 @@ def doctor(model: Optional[pathlib.Path] = typer.Option(None, "--model", help="a
 
 
 # ---------------------------------------------------------------------------- track
-def _prompts_from_cli(boxes: List[str], prompt_frame: int):
-    from sam2trt.tracker.prompts import ObjectPrompt, parse_box
-
-    return [ObjectPrompt(obj_id=i + 1, frame_idx=prompt_frame, box=parse_box(b)) for i, b in enumerate(boxes)]
-
-
 @app.command()
 def track(
-    video: pathlib.Path = typer.Argument(..., help="video file, or folder of JPEG/PNG frames sorted by name"),
+    videos: List[str] = typer.Argument(None, metavar="VIDEO...",
+                                       help="video files or folders of JPEG/PNG frames sorted by name (several: a batch)"),
     model: pathlib.Path = typer.Option(..., "--model", help="model folder from `sam2trt export`"),
-    box: List[str] = typer.Option([], "--box", help="object box x,y,w,h in pixels on the prompt frame; repeat per object"),
+    box: List[str] = typer.Option([], "--box", help="box x,y,w,h in pixels (optional prefix ID:, @FRAME: or ID@FRAME:); repeat per object"),
+    point: List[str] = typer.Option([], "--point", help="click x,y or x,y,label (1 fg, 0 bg), optional ID@FRAME: prefix; repeatable"),
+    mask: List[str] = typer.Option([], "--mask", help="initial mask PNG (non-zero = object), optional ID@FRAME: prefix; repeatable"),
     prompt_frame: int = typer.Option(0, help="frame index the prompts are on; tracking runs forward from it"),
     max_frames: Optional[int] = typer.Option(None, help="process at most this many frames"),
-    out: Optional[pathlib.Path] = typer.Option(None, help="overlay video (.mp4)"),
-    masks_dir: Optional[pathlib.Path] = typer.Option(None, help="folder for one indexed PNG per frame (DAVIS palette)"),
-    json_path: Optional[pathlib.Path] = typer.Option(None, "--json", help="JSON lines: per frame, per object box/area/score"),
+    out: Optional[str] = typer.Option(None, help="overlay video (.mp4); with several videos a pattern with {stem}, {name} or {index}"),
+    masks_dir: Optional[str] = typer.Option(None, help="folder for one indexed PNG per frame (DAVIS palette); pattern as --out"),
+    json_path: Optional[str] = typer.Option(None, "--json", help="JSON lines: per frame, per object box/area/score; pattern as --out"),
+    coco: Optional[str] = typer.Option(None, "--coco", help="COCO-style results JSON with RLE masks; pattern as --out"),
+    manifest: Optional[pathlib.Path] = typer.Option(None, help="CSV (with header) or JSON lines: one job per row (docs/batch.md)"),
+    json_summary: bool = typer.Option(False, "--json-summary", help="print one JSON line per video on stdout"),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="skip videos whose outputs all exist and are complete"),
     fill_hole_area: Optional[int] = typer.Option(None, help="fill mask holes up to this area (low-res pixels); 0 = off; default 8"),
     backend: str = typer.Option("auto", help="auto | onnxruntime | tensorrt"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime (default: all cores)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ):
-    """Track objects through a video and write an overlay video, PNG masks and JSON lines."""
+    """Track objects through one or more videos and write overlay videos, PNG masks, JSON lines and COCO RLE.
+
+    The model is loaded once for all videos. A failing video does not stop a
+    batch: it is reported and the exit code is that of the first failing video
+    (0 when all succeed or are skipped); an interrupt stops the batch with 130.
+    """
+    from sam2trt.batch import plan_jobs, run_batch
+    from sam2trt.errors import Sam2TrtError as _Err
     from sam2trt.model_spec import load_model_spec
-    from sam2trt.pipeline import TrackJob, run_track, validate_job
     from sam2trt.runtime import open_runners
 
-    if not box:
-        raise UsageError("no objects: give at least one --box x,y,w,h")
+    if not videos and manifest is None:
+        raise UsageError("no video: give VIDEO (a video file or frame folder) or --manifest PATH")
     if fill_hole_area is not None and fill_hole_area < 0:
         raise UsageError(f"--fill-hole-area {fill_hole_area} must be >= 0")
-    job = TrackJob(video=str(video), prompts=_prompts_from_cli(box, prompt_frame), max_frames=max_frames,
-                   out=str(out) if out else None, masks_dir=str(masks_dir) if masks_dir else None,
-                   json=str(json_path) if json_path else None, fill_hole_area=fill_hole_area)
+    if manifest is None and not (box or point or mask):
+        raise UsageError("no objects: give at least one --box x,y,w,h, --point x,y or --mask PNG")
+    specs = plan_jobs(videos or [], manifest, boxes=box, points=point, masks=mask, prompt_frame=prompt_frame,
+                      max_frames=max_frames, patterns={"out": out, "masks_dir": masks_dir, "json": json_path, "coco": coco})
     spec = load_model_spec(model)
-    validate_job(job, spec)  # fail fast, before loading the model
-    with open_runners(spec, backend, threads=threads) as runners:
-        if not quiet:
-            _err(f"backend: {runners.backend} ({runners.reason})")
-        with _progress(quiet, f"tracking {video.name}") as progress:
-            summary = run_track(job, spec, runners, progress=progress)
-    if not quiet:
-        _err(f"tracked {summary.frames} frames in {summary.seconds:.1f} s ({summary.frames / max(summary.seconds, 1e-9):.2f} fps)")
+    batch = len(specs) > 1
+    state: dict = {}
+
+    def opened():
+        runners = open_runners(spec, backend, threads=threads)
+
+        class _Ctx:  # log the backend once the runners are up
+            def __enter__(self):
+                r = runners.__enter__()
+                if not quiet:
+                    _err(f"backend: {r.backend} ({r.reason})")
+                return r
+
+            def __exit__(self, *exc):
+                return runners.__exit__(*exc)
+
+        return _Ctx()
+
+    def on_start(i, job):
+        if state.get("bar"):
+            state["bar"].__exit__(None, None, None)
+        state["bar"] = _progress(quiet, f"tracking {pathlib.Path(job.video).name}" + (f" ({i + 1}/{len(specs)})" if batch else ""))
+        return state["bar"].__enter__()
+
+    def on_done(summary):
+        bar = state.pop("bar", None)
+        if bar:
+            bar.__exit__(None, None, None)
+        if json_summary:
+            print(json.dumps(summary.as_dict()), flush=True)
+        if summary.status == "ok" and not quiet:
+            _err(f"tracked {summary.video}: {summary.frames} frames in {summary.seconds:.1f} s "
+                 f"({summary.frames / max(summary.seconds, 1e-9):.2f} fps)")
+        elif summary.status == "skipped" and not quiet:
+            _err(f"skipped {summary.video}: outputs exist")
+        elif summary.status == "error" and batch:
+            _err(f"error: {summary.error}" if summary.video in (summary.error or "") else f"error: {summary.video}: {summary.error}")
+
+    summaries = run_batch(specs, spec, opened, fill_hole_area=fill_hole_area, skip_existing=skip_existing,
+                          on_done=on_done, on_start=on_start)
+    failed = [s for s in summaries if s.exit_code]
+    if failed and not batch:
+        err = _Err(failed[0].error)
+        err.exit_code = failed[0].exit_code
+        raise err
+    if failed:
+        err = _Err(f"{len(failed)} of {len(summaries)} videos failed, first {failed[0].video}: see the lines above")
+        err.exit_code = failed[0].exit_code
+        raise err
+
+
+# ---------------------------------------------------------------------------- bench
+@app.command()
+def bench(
+    model: pathlib.Path = typer.Option(..., "--model", help="model folder"),
+    backend: str = typer.Option("auto", help="auto | onnxruntime | tensorrt"),
+    frames: int = typer.Option(20, help="frames to track (the memory bank is full after 7)"),
+    objects: int = typer.Option(1, help="objects tracked at once"),
+    video: Optional[pathlib.Path] = typer.Option(None, help="video or frame folder (default: a synthetic 768x576 clip)"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
+):
+    """Measure per-module latency, frames per second, overhead and peak memory on this machine."""
+    import tempfile
+
+    from sam2trt.bench import format_bench, run_bench, synthetic_clip
+    from sam2trt.model_spec import load_model_spec
+    from sam2trt.runtime import open_runners
+
+    if frames < 1 or objects < 1:
+        raise UsageError("--frames and --objects must be at least 1")
+    spec = load_model_spec(model)
+    with tempfile.TemporaryDirectory(prefix="sam2trt-clip-") as tmp:
+        src = str(video) if video else synthetic_clip(tmp, frames)
+        with open_runners(spec, backend, threads=threads) as runners:
+            result = run_bench(spec, runners, src, frames, objects)
+    result["threads"] = threads or os.cpu_count()
+    print(json.dumps(result) if as_json else format_bench(result))
 
 
 class _progress:

@@ -24,9 +24,12 @@ from sam2trt.errors import InputError, Interrupted, RuntimeFailure, Sam2TrtError
 from sam2trt.model_spec import ModelSpec, load_model_spec
 from sam2trt.tracker import FrameStepper, ObjectPrompt, track_frames
 from sam2trt.tracker.processing import mask_box, masks_to_label_map, preprocess_frame, upsample_logits
+from sam2trt.video.coco import CocoWriter
 from sam2trt.video import JsonLinesWriter, MaskPngWriter, OverlayVideoWriter, open_frames, overlay_masks, probe
 
 QUEUE_DEPTH = 4
+SHORT_VIDEO_SLACK = 1
+"""A video that decodes to more than this many frames fewer than its container lists is reported as truncated."""
 _END = object()
 
 
@@ -41,6 +44,7 @@ class TrackJob:
         out: overlay video path (``.mp4``), or ``None``.
         masks_dir: folder for one DAVIS-palette PNG per processed frame, or ``None``.
         json: JSON-lines path (one line per processed frame), or ``None``.
+        coco: COCO-style results JSON (RLE masks, see :mod:`sam2trt.video.coco`), or ``None``.
         fill_hole_area: override of the model's hole filling (low-res pixels; 0 = off).
     """
 
@@ -51,11 +55,25 @@ class TrackJob:
     masks_dir: str | None = None
     json: str | None = None
     fill_hole_area: int | None = None
+    coco: str | None = None
+
+    OUTPUTS = ("out", "masks_dir", "json", "coco")
+
+    def outputs(self) -> dict[str, str]:
+        """The outputs this job writes, ``{"out" | "masks_dir" | "json" | "coco": path}``."""
+        return {k: getattr(self, k) for k in self.OUTPUTS if getattr(self, k)}
 
 
 @dataclass
 class TrackSummary:
-    """What a finished (or interrupted) job did; ``as_dict()`` is the JSON summary."""
+    """What a finished (or interrupted) job did; ``as_dict()`` is the JSON summary.
+
+    ``status``: "ok", "error", "interrupted" or "skipped"; ``frames``: frames
+    processed (from ``first_frame``); ``seconds``: wall time of the job;
+    ``outputs``: ``{kind: path}`` of the outputs that exist (closed, possibly
+    partial after an error); ``error``: the one-line message or ``None``;
+    ``exit_code``: the process exit code this job alone would give.
+    """
 
     video: str
     frames: int = 0
@@ -66,12 +84,15 @@ class TrackSummary:
     status: str = "ok"
     error: str | None = None
     outputs: dict = field(default_factory=dict)
+    exit_code: int = 0
 
     def as_dict(self) -> dict:
+        """JSON-ready dict: video, status, frames, first_frame, objects, seconds, fps, backend, outputs, error, exit_code."""
         fps = self.frames / self.seconds if self.seconds > 0 else 0.0
         return {"video": self.video, "status": self.status, "frames": self.frames, "first_frame": self.first_frame,
                 "objects": self.objects, "seconds": round(self.seconds, 3), "fps": round(fps, 3),
-                "backend": self.backend, "outputs": self.outputs, "error": self.error}
+                "backend": self.backend, "outputs": self.outputs, "error": self.error,
+                "exit_code": self.exit_code}
 
 
 def validate_job(job: TrackJob, spec: ModelSpec) -> "VideoInfo":  # noqa: F821
@@ -97,20 +118,28 @@ def validate_job(job: TrackJob, spec: ModelSpec) -> "VideoInfo":  # noqa: F821
         raise InputError(f"--max-frames {job.max_frames} must be at least 1")
     if job.masks_dir and os.path.exists(job.masks_dir) and not os.path.isdir(job.masks_dir):
         raise InputError(f"--masks-dir {job.masks_dir} is a file: give a folder path")
-    for path in (job.out, job.json):
+    for path in (job.out, job.json, job.coco):
         if path and os.path.isdir(path):
             raise InputError(f"output {path} is a folder: give a file path")
     return info
 
 
-def _reader(source, spec: ModelSpec, start: int, stop: int | None, q: queue.Queue, cancel: threading.Event):
-    """Decode + preprocess into ``q``: items ``(idx, rgb, image | None)``, then ``_END`` or an exception."""
+def _reader(source, spec: ModelSpec, start: int, stop: int | None, q: queue.Queue, cancel: threading.Event,
+            stats: dict):
+    """Decode + preprocess into ``q``: items ``(idx, rgb, image | None)``, then ``_END`` or an exception.
+
+    ``stats["eof"]`` = frames decoded when the source ended by itself (not stopped early).
+    """
     try:
+        n = 0
         for idx, rgb in source:
             if cancel.is_set() or (stop is not None and idx >= stop):
                 break
             image = preprocess_frame(rgb, spec.image_size, spec.image_mean, spec.image_std) if idx >= start else None
             q.put((idx, rgb, image))
+            n = idx + 1
+        else:
+            stats["eof"] = n
         q.put(_END)
     except BaseException as e:  # handed to the main thread
         q.put(e)
@@ -127,7 +156,7 @@ def _drain(q: queue.Queue):
 
 
 def _writer(q: queue.Queue, writers: dict, info, obj_ids_all: list[int], errors: list):
-    video, pngs, jsonl = writers.get("out"), writers.get("masks_dir"), writers.get("json")
+    video, pngs, jsonl, coco = (writers.get(k) for k in TrackJob.OUTPUTS)
     try:
         while True:
             item = q.get()
@@ -152,27 +181,53 @@ def _writer(q: queue.Queue, writers: dict, info, obj_ids_all: list[int], errors:
                                  "score": round(float(out.object_score_logits[k]), 4),
                                  "present": bool(out.object_score_logits[k] > 0)})
                 jsonl.write({"frame": idx, "objects": objs})
+            if coco:
+                coco.write(idx, label_map, out.obj_ids, out.object_score_logits)
     except BaseException as e:
         errors.append(e)
         while q.get() is not _END:  # keep the producer unblocked
             pass
 
 
+class _InterruptGuard:
+    """SIGINT/SIGTERM handler: raises KeyboardInterrupt while ``armed``, else only records ``pending``.
+
+    Disarmed while outputs are being closed, so a signal arriving then cannot
+    leave them half-closed; the pending signal is reported afterwards.
+    """
+
+    def __init__(self):
+        self.armed, self.pending = True, None
+
+    def __call__(self, signum, frame):
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
+        self.pending = signum
+
+
+_active_guard: _InterruptGuard | None = None
+
+
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt in the main thread while tracking."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
+def interrupt_guard():
+    """Route SIGINT and SIGTERM to an :class:`_InterruptGuard` (main thread only; nests).
+
+    Yields the guard (a fresh one outside the main thread, where no handler
+    can be installed).
+    """
+    global _active_guard
+    if _active_guard is not None or threading.current_thread() is not threading.main_thread():
+        yield _active_guard or _InterruptGuard()
         return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
+    guard = _active_guard = _InterruptGuard()
+    old = {s: signal.signal(s, guard) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield guard
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h)
+        _active_guard = None
 
 
 def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[int, int | None], None] | None = None,
@@ -213,17 +268,9 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
     out_q: queue.Queue = queue.Queue(QUEUE_DEPTH)
     writer_errors: list = []
     failure: BaseException | None = None
-    with open_frames(job.video) as source, _sigterm_as_interrupt():
-        if job.out:
-            writers["out"] = OverlayVideoWriter(job.out, info.width, info.height, info.fps)
-        if job.masks_dir:
-            writers["masks_dir"] = MaskPngWriter(job.masks_dir)
-        if job.json:
-            writers["json"] = JsonLinesWriter(job.json)
-        reader = threading.Thread(target=_reader, args=(source, spec, start, stop, in_q, cancel), daemon=True)
-        writer = threading.Thread(target=_writer, args=(out_q, writers, info, summary.objects, writer_errors), daemon=True)
-        reader.start()
-        writer.start()
+    threads: list[threading.Thread] = []
+    stats: dict = {}
+    with interrupt_guard() as guard, open_frames(job.video) as source:
         rgbs: dict[int, np.ndarray] = {}
 
         def frames():
@@ -237,13 +284,28 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
                 yield idx, rgb, image
 
         try:
+            if guard.pending is not None:
+                raise KeyboardInterrupt
+            if job.out:
+                writers["out"] = OverlayVideoWriter(job.out, info.width, info.height, info.fps)
+            if job.masks_dir:
+                writers["masks_dir"] = MaskPngWriter(job.masks_dir)
+            if job.json:
+                writers["json"] = JsonLinesWriter(job.json)
+            if job.coco:
+                writers["coco"] = CocoWriter(job.coco, str(job.video), info.width, info.height)
+            threads = [threading.Thread(target=_reader, args=(source, spec, start, stop, in_q, cancel, stats), daemon=True),
+                       threading.Thread(target=_writer, args=(out_q, writers, info, summary.objects, writer_errors),
+                                        daemon=True)]
+            for t in threads:
+                t.start()
             for out in track_frames(stepper, frames(), job.prompts, num_frames=info.num_frames, max_frames=job.max_frames):
                 out_q.put((out.frame_idx, rgbs.pop(out.frame_idx), out))
                 summary.frames += 1
                 if progress:
                     progress(summary.frames, total)
         except KeyboardInterrupt:
-            failure = Interrupted(f"interrupted after {summary.frames} frames; outputs hold those frames")
+            failure = Interrupted(f"interrupted after {summary.frames} frames of {job.video}; outputs hold those frames")
         except Sam2TrtError as e:
             failure = e
         except MemoryError:
@@ -251,15 +313,24 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
         except Exception as e:  # a backend or library error: report it in one line
             failure = RuntimeFailure(f"{type(e).__name__} after {summary.frames} frames: {str(e).splitlines()[0][:200] if str(e) else ''}")
         finally:
+            guard.armed = False  # from here on a signal is only recorded: outputs must be closed first
             cancel.set()
-            out_q.put(_END)
-            writer.join()
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    in_q.get_nowait()
-            reader.join(timeout=5)
+            if threads:
+                out_q.put(_END)
+                threads[1].join()
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        in_q.get_nowait()
+                threads[0].join(timeout=5)
         if failure is None and writer_errors:
             failure = writer_errors[0]
+        read = stats.get("eof")
+        if (failure is None and read is not None and info.num_frames and read < info.num_frames - SHORT_VIDEO_SLACK
+                and not os.path.isdir(job.video)):
+            failure = RuntimeFailure(
+                f"{job.video} ended after frame {read - 1} but its container lists {info.num_frames} frames "
+                f"(truncated or damaged file): re-encode it or track frames 0..{read - 1} only"
+            )
         unreached = [p.frame_idx for p in job.prompts if p.frame_idx >= start + summary.frames]
         if failure is None and unreached:
             failure = InputError(
@@ -274,14 +345,22 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
             try:
                 if hasattr(w, "close"):
                     w.close()
-                summary.outputs[name] = str(getattr(job, name))
+                if os.path.exists(getattr(job, name)):
+                    summary.outputs[name] = str(getattr(job, name))
             except Sam2TrtError as e:
                 failure = failure or e
+            except Exception as e:  # e.g. an encoder error while flushing
+                failure = failure or RuntimeFailure(f"cannot finish {getattr(job, name)} ({type(e).__name__}: {e})")
+        if failure is None and guard.pending is not None:
+            failure = Interrupted(f"interrupted after {summary.frames} frames of {job.video}; outputs hold those frames")
+        if not isinstance(failure, Interrupted):
+            guard.armed = True
     summary.seconds = time.perf_counter() - t0
     if failure is not None:
         summary.status = "interrupted" if isinstance(failure, Interrupted) else "error"
         summary.error = str(failure)
-        if isinstance(failure, Sam2TrtError):
-            raise failure
-        raise RuntimeFailure(f"{type(failure).__name__}: {failure}") from failure
+        if not isinstance(failure, Sam2TrtError):
+            failure = RuntimeFailure(f"{type(failure).__name__}: {failure}")
+        summary.exit_code = failure.exit_code
+        raise failure
     return summary

@@ -181,3 +181,14 @@ def test_help_lists_commands():
     proc = run_cli("--help", check=True)
     for cmd in ("export", "track", "build-engines", "doctor", "download"):
         assert cmd in proc.stdout
+
+
+def test_bench_prints_measurements(tiny_model_dir):
+    proc = run_cli("bench", "--model", tiny_model_dir, "--backend", "onnxruntime", "--frames", "2", "--json", check=True)
+    r = json.loads(proc.stdout)
+    assert r["frames"] == 2 and r["backend"] == "onnxruntime" and r["fps"] > 0
+    assert 0 <= r["outside_inference_share"] < 1 and r["peak_rss_mib"] > 100
+    assert r["modules"]["image_encoder"]["calls"] == 2 and r["modules"]["memory_attention"]["calls"] == 1
+    for m in r["modules"].values():
+        assert m["median_ms"] > 0 and m["p90_ms"] >= m["median_ms"]
+    assert r["machine"]["cores"] >= 1 and r["machine"]["cpu"]

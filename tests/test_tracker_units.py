@@ -245,3 +245,45 @@ def test_parse_point(text, want):
 def test_parse_point_errors(text):
     with pytest.raises(UsageError):
         parse_point(text)
+
+
+@pytest.mark.parametrize("src,dst", [((576, 768), (1024, 1024)), ((1024, 1024), (256, 256)), ((37, 100), (1024, 1024))])
+def test_resize_antialiased_matches_torch(src, dst):
+    from sam2trt.tracker.processing import resize_antialiased
+
+    x = np.random.default_rng(4).standard_normal(src).astype(np.float32)
+    ref = torch.nn.functional.interpolate(torch.from_numpy(x)[None, None], size=dst, mode="bilinear",
+                                          align_corners=False, antialias=True)[0, 0].numpy()
+    assert np.abs(resize_antialiased(x, *dst) - ref).max() < 1e-5
+
+
+def test_mask_downsample_matches_official_conv(official_predictor):
+    from sam2trt.tracker.processing import mask_downsample
+
+    conv = official_predictor.mask_downsample
+    m = (np.random.default_rng(5).random((64, 64)) > 0.5).astype(np.float32)
+    with torch.no_grad():
+        ref = conv(torch.from_numpy(m)[None, None])[0, 0].numpy()
+    ours = mask_downsample(m, conv.weight[0, 0].detach().numpy(), float(conv.bias.item()))
+    assert np.abs(ours - ref).max() < 1e-5
+
+
+def test_build_prompts_ids_frames_and_conflicts():
+    from sam2trt.tracker.prompts import build_prompts
+
+    ps = build_prompts(["250,215,36,97", "3@40:1,1,5,5", "10,10,4,4"], ["3:2,3,0"], [], prompt_frame=2)
+    assert [(p.obj_id, p.frame_idx) for p in ps] == [(1, 2), (2, 2), (3, 40)]
+    assert ps[2].points == ((2.0, 3.0, 0),) and ps[1].box == (10.0, 10.0, 14.0, 14.0)
+    only_points = build_prompts([], ["3,4", "@5:5,6,0"], [], prompt_frame=0)
+    assert len(only_points) == 1 and only_points[0].frame_idx == 5 and len(only_points[0].points) == 2
+    masks = build_prompts([], [], ["2@7:m.png"], load_mask=lambda path: np.ones((2, 2), bool))
+    assert masks[0].obj_id == 2 and masks[0].frame_idx == 7 and masks[0].mask.all()
+    for boxes, points, mask_args, words in [
+        (["1,1,2,2", "1,1,2,2"], ["5,5"], [], "names no object"),
+        (["1@0:1,1,2,2"], ["1@4:5,5"], [], "frames 0 and 4"),
+        (["2:1,1,2,2", "2:1,1,3,3"], [], [], "two boxes"),
+        (["300:1,1,2,2"], [], [], "out of range"),
+        (["1,1,2,2"], [], ["m.png"], "a mask and a box"),
+    ]:
+        with pytest.raises(UsageError, match=words):
+            build_prompts(boxes, points, mask_args, load_mask=lambda path: np.ones((2, 2), bool))

@@ -19,7 +19,9 @@ import numpy as np
 from sam2trt.tracker.memory_bank import (
     FrameMemory, MemorySelection, ObjectMemory, prune, round_to_bfloat16, select_memory,
 )
-from sam2trt.tracker.processing import NO_OBJ_SCORE, fill_holes, preprocess_frame, stability_scores
+from sam2trt.tracker.processing import (
+    NO_OBJ_SCORE, fill_holes, mask_downsample, preprocess_frame, resize_antialiased, stability_scores,
+)
 from sam2trt.tracker.prompts import ObjectPrompt
 
 
@@ -110,7 +112,7 @@ class FrameStepper:
                     and s.multimask_min_pt_num <= num_points <= s.multimask_max_pt_num)
 
     def _decode(self, feats: ImageFeatures, pix_feat: np.ndarray, coords: np.ndarray, labels: np.ndarray,
-                multimask: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                multimask: bool, mask_input: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Run the mask decoder and apply the official choice of mask and pointer.
 
         Mirrors the end of ``SAM2Base._forward_sam_heads`` and
@@ -120,7 +122,8 @@ class FrameStepper:
 
         Args:
             pix_feat: ``[B, C, H, W]``; coords ``[B, N, 2]`` float32 (model pixels);
-                labels ``[B, N]`` int32.
+                labels ``[B, N]`` int32; mask_input ``[B, 1, h, w]`` float32 dense
+                mask prompt or ``None``.
         Returns:
             ``(mask_logits [B, h, w], obj_ptr [B, C], object_score_logits [B])``, float32.
         """
@@ -132,8 +135,9 @@ class FrameStepper:
             "high_res_feat1": feats.high_res_feat1,
             "point_coords": coords,
             "point_labels": labels,
-            "mask_input": np.broadcast_to(self._no_mask, (B,) + self._no_mask.shape[1:]).copy(),
-            "has_mask_input": np.zeros((B,), np.float32),
+            "mask_input": (np.broadcast_to(self._no_mask, (B,) + self._no_mask.shape[1:]).copy()
+                           if mask_input is None else np.ascontiguousarray(mask_input, np.float32)),
+            "has_mask_input": np.full((B,), 0.0 if mask_input is None else 1.0, np.float32),
         })
         masks, ious, ptrs = out["low_res_masks"], out["iou_predictions"], out["obj_ptrs"]
         scores = out["object_score_logits"].reshape(B)
@@ -203,10 +207,14 @@ class FrameStepper:
         spec = self.spec
         results: list[ObjectResult | None] = [None] * len(prompts)
         groups: dict[int, list[int]] = {}
-        encoded = [p.encode_points(video_hw, spec.image_size) for p in prompts]
-        for i, (coords, _) in enumerate(encoded):
-            groups.setdefault(len(coords), []).append(i)
         base = feats.vision_feat + spec.no_mem_embed[None, :, None, None]
+        encoded = {}
+        for i, p in enumerate(prompts):
+            if p.mask is not None:
+                results[i] = self._prompt_mask(feats, base, p.mask)
+                continue
+            encoded[i] = p.encode_points(video_hw, spec.image_size)
+            groups.setdefault(len(encoded[i][0]), []).append(i)
         for n, idx in groups.items():
             coords = np.stack([encoded[i][0] for i in idx])
             labels = np.stack([encoded[i][1] for i in idx])
@@ -217,6 +225,35 @@ class FrameStepper:
             for j, i in enumerate(idx):
                 results[i] = ObjectResult(filled[j], float(scores[j]), FrameMemory(maskmem[j], ptr[j], float(scores[j])))
         return results
+
+    def _prompt_mask(self, feats: ImageFeatures, base: np.ndarray, mask: np.ndarray) -> ObjectResult:
+        """One object's first conditioning frame from a mask prompt.
+
+        Mirrors ``SAM2VideoPredictor.add_new_mask`` (antialiased resize to the
+        model size, threshold 0.5) and ``SAM2Base._use_mask_as_output``
+        (``use_mask_input_as_output_without_sam``): the mask itself, scaled to
+        logits of +-10, is the output; the object pointer comes from the mask
+        decoder prompted with the downsampled mask; the object counts as present
+        when the mask is not empty. ``mask``: ``[H, W]`` bool at video resolution.
+        """
+        spec = self.spec
+        S, s = spec.image_size, spec.low_res_size
+        m = mask.astype(np.float32)
+        if m.shape != (S, S):
+            m = (resize_antialiased(m, S, S) >= 0.5).astype(np.float32)
+        logits = resize_antialiased(m * np.float32(20.0) - np.float32(10.0), s, s)[None]
+        dense = mask_downsample(m, spec.mask_downsample_weight, spec.raw["constants"]["mask_downsample_bias"])
+        _, ptr, _ = self._decode(feats, base, self._no_points[0], self._no_points[1], False, dense[None, None])
+        present = np.float32(bool((m > 0).any()))
+        score = np.float32(20.0) * present - np.float32(10.0)
+        if spec.pred_obj_scores:
+            if spec.fixed_no_obj_ptr:
+                ptr = present * ptr
+            ptr = ptr + (1 - present) * spec.no_obj_ptr[None]
+        filled = fill_holes(logits, self.fill_hole_area)
+        # propagate_in_video_preflight encodes every prompted frame with is_mask_from_pts=True
+        maskmem = self._encode_memory(feats, filled, np.asarray([score]), spec.binarize_mask_from_pts_for_mem_enc)
+        return ObjectResult(filled[0], float(score), FrameMemory(maskmem[0], ptr[0].astype(np.float32), float(score)))
 
     # -- tracking frame -----------------------------------------------------
     def track(self, feats: ImageFeatures, frame_idx: int, banks: Sequence[ObjectMemory],

@@ -115,3 +115,40 @@ def mask_box(mask: np.ndarray) -> list[int] | None:
         return None
     xs = np.flatnonzero(mask.any(axis=0))
     return [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)]
+
+
+def _aa_weights(in_size: int, out_size: int) -> np.ndarray:
+    """``[out_size, in_size]`` float64 weights of antialiased bilinear resampling (PIL / torch ``antialias=True``)."""
+    scale = in_size / out_size
+    support = scale if scale >= 1.0 else 1.0
+    inv = 1.0 / scale if scale >= 1.0 else 1.0
+    w = np.zeros((out_size, in_size))
+    for i in range(out_size):
+        center = scale * (i + 0.5)
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), in_size)
+        j = np.arange(lo, hi)
+        k = np.clip(1.0 - np.abs((j - center + 0.5) * inv), 0.0, None)
+        w[i, lo:hi] = k / k.sum() if k.sum() > 0 else 0.0
+    return w
+
+
+def resize_antialiased(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Resize ``[h, w]`` float32 with antialiased bilinear filtering.
+
+    Mirrors ``F.interpolate(x, size, mode="bilinear", align_corners=False, antialias=True)``
+    as used by ``add_new_mask`` and ``_use_mask_as_output``. Returns ``[out_h, out_w]`` float32.
+    """
+    wy = _aa_weights(x.shape[0], out_h).astype(np.float32)
+    wx = _aa_weights(x.shape[1], out_w).astype(np.float32)
+    return (wy @ x.astype(np.float32) @ wx.T).astype(np.float32)
+
+
+def mask_downsample(mask: np.ndarray, weight: np.ndarray, bias: float) -> np.ndarray:
+    """Apply SAM 2's ``mask_downsample`` (``Conv2d(1, 1, kernel_size=4, stride=4)``).
+
+    ``mask``: ``[S, S]`` float32; ``weight``: ``[4, 4]``. Returns ``[S/4, S/4]`` float32.
+    """
+    s = mask.shape[0] // 4
+    blocks = mask.reshape(s, 4, s, 4)
+    return (np.einsum("iajb,ab->ij", blocks, weight.astype(np.float32)) + np.float32(bias)).astype(np.float32)

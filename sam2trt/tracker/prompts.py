@@ -9,6 +9,7 @@ Command-line syntax (parsed by :func:`parse_box` / :func:`parse_point`):
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,12 +27,15 @@ class ObjectPrompt:
         box: ``(x0, y0, x1, y1)`` corners in video pixels, or ``None``.
         points: ``((x, y, label), ...)`` in video pixels, label 1 = foreground,
             0 = background.
+        mask: ``[H, W]`` bool initial mask at video resolution, or ``None``
+            (exclusive with box and points, like the official ``add_new_mask``).
     """
 
     obj_id: int
     frame_idx: int = 0
     box: tuple[float, float, float, float] | None = None
     points: tuple[tuple[float, float, int], ...] = field(default_factory=tuple)
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def encode_points(self, video_hw: tuple[int, int], image_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Box corners then points, scaled to model-input pixels.
@@ -63,6 +67,9 @@ class ObjectPrompt:
     def check_inside(self, video_hw: tuple[int, int]) -> None:
         """Raise :class:`InputError` when the box or a point lies outside the frame."""
         h, w = video_hw
+        if self.mask is not None and self.mask.shape != (h, w):
+            raise InputError(f"mask of object {self.obj_id} is {self.mask.shape[1]}x{self.mask.shape[0]}, "
+                             f"the video is {w}x{h}: give a mask of the frame's size")
         if self.box is not None:
             x0, y0, x1, y1 = self.box
             if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
@@ -119,3 +126,118 @@ def parse_point(text: str) -> tuple[float, float, int]:
     if label not in (0.0, 1.0):
         raise UsageError(f"bad point label in {text!r}: use 1 (foreground) or 0 (background)")
     return (vals[0], vals[1], int(label))
+
+
+_PREFIX = re.compile(r"^\s*(?P<id>\d+)?(?:@(?P<frame>\d+))?:(?P<value>.*)$")
+
+
+def split_prompt_prefix(text: str) -> tuple[int | None, int | None, str]:
+    """Split ``"[ID][@FRAME]:VALUE"`` into ``(id | None, frame | None, VALUE)``.
+
+    Without a prefix the whole text is the value: ``"250,215,36,97"`` ->
+    ``(None, None, "250,215,36,97")``; ``"2@40:250,215,36,97"`` -> ``(2, 40, ...)``;
+    ``"@40:..."`` sets only the frame, ``"3:..."`` only the object id.
+    """
+    m = _PREFIX.match(text)
+    if m is None or (m.group("id") is None and m.group("frame") is None):
+        return None, None, text
+    obj = None if m.group("id") is None else int(m.group("id"))
+    frame = None if m.group("frame") is None else int(m.group("frame"))
+    return obj, frame, m.group("value")
+
+
+def build_prompts(boxes: list[str], points: list[str], masks: list[str], prompt_frame: int = 0,
+                  load_mask=None) -> list[ObjectPrompt]:
+    """Turn the ``--box``/``--point``/``--mask`` strings of the CLI into one prompt per object.
+
+    Syntax: each string may start with ``ID@FRAME:``, ``ID:`` or ``@FRAME:``
+    (e.g. ``--box 2@40:250,215,36,97``, ``--point 1:268,260,0``, ``--mask 3@12:obj3.png``).
+    A ``--box`` without an id is a new object with the next free id (1, 2, ...);
+    a ``--point`` or ``--mask`` without an id belongs to object 1, which is only
+    allowed while there is at most one object. The frame defaults to ``prompt_frame``.
+    All prompts of one object must be on one frame, and a mask cannot be
+    combined with a box or points (a mask prompt replaces them, as in the
+    official ``add_new_mask``).
+
+    Args:
+        load_mask: ``path -> bool ndarray [H, W]``; required when ``masks`` is not empty.
+    Returns:
+        Prompts sorted by object id.
+    Raises:
+        UsageError: malformed strings, ids outside 1..255, conflicting prompts.
+    """
+    per_obj: dict[int, dict] = {}
+    used: list[int] = []
+
+    def obj(oid: int | None, frame: int | None, what: str) -> dict:
+        if oid is None:
+            oid = 1
+        if not 1 <= oid <= 255:
+            raise UsageError(f"object id {oid} in {what} is out of range: use 1..255")
+        entry = per_obj.setdefault(oid, {"frame": None, "box": None, "points": [], "mask": None})
+        if frame is None:  # the frame this object's other prompts name, else --prompt-frame
+            frame = entry["frame"] if entry["frame"] is not None else named_frames.get(oid, prompt_frame)
+        if entry["frame"] is not None and entry["frame"] != frame:
+            raise UsageError(f"object {oid} has prompts on frames {entry['frame']} and {frame}: "
+                             "give each object's prompts on one frame")
+        entry["frame"] = frame
+        return entry
+
+    explicit = {split_prompt_prefix(t)[0] for t in boxes + points + masks} - {None}
+    named_frames = {}
+    for t in points + masks:
+        oid, frame, _ = split_prompt_prefix(t)
+        if frame is not None:
+            named_frames.setdefault(1 if oid is None else oid, frame)
+    next_id = 1
+    for text in boxes:
+        oid, frame, value = split_prompt_prefix(text)
+        if oid is None:
+            while next_id in explicit or next_id in used:
+                next_id += 1
+            oid = next_id
+        used.append(oid)
+        entry = obj(oid, frame, f"--box {text}")
+        if entry["box"] is not None:
+            raise UsageError(f"object {oid} has two boxes: give one --box per object")
+        entry["box"] = parse_box(value)
+    for kind, items in (("point", points), ("mask", masks)):
+        for text in items:
+            oid, frame, value = split_prompt_prefix(text)
+            if oid is None and len(set(used) | explicit) > 1:
+                raise UsageError(f"--{kind} {text} names no object and there are several: "
+                                 f"prefix it with the object id, e.g. --{kind} 2:{value}")
+            entry = obj(oid, frame, f"--{kind} {text}")
+            if kind == "point":
+                entry["points"].append(parse_point(value))
+            else:
+                if entry["mask"] is not None:
+                    raise UsageError(f"object {oid or 1} has two masks: give one --mask per object")
+                if load_mask is None:
+                    raise UsageError("mask prompts need a mask loader")
+                entry["mask"] = load_mask(value)
+    prompts = []
+    for oid in sorted(per_obj):
+        e = per_obj[oid]
+        if e["mask"] is not None and (e["box"] is not None or e["points"]):
+            raise UsageError(f"object {oid} has a mask and a box/points: give either a --mask or a --box/--point")
+        prompts.append(ObjectPrompt(oid, e["frame"], box=e["box"], points=tuple(e["points"]), mask=e["mask"]))
+    return prompts
+
+
+def load_mask_png(path: str) -> np.ndarray:
+    """Read a mask image: any non-zero pixel is the object. Returns ``[H, W]`` bool.
+
+    Raises:
+        InputError: missing or unreadable file.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("L") if im.mode not in ("L", "P", "1", "I", "I;16") else im)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read mask {path} ({type(e).__name__}): give a PNG whose non-zero pixels are the object") from None
+    if arr.ndim != 2:
+        arr = arr[..., 0]
+    return arr != 0

@@ -1,0 +1,313 @@
+"""Many ``track`` jobs with one loaded model: manifests, output patterns, per-video results.
+
+A job comes from a VIDEO argument (prompts and output patterns from the
+command line) or from one row of a manifest (CSV with a header, or JSON
+lines); see ``docs/batch.md``. Manifest columns:
+
+- ``input`` (required): video file or frame folder.
+- ``box``, ``point``, ``mask``: prompts in the ``[ID][@FRAME]:VALUE`` syntax
+  of ``--box``/``--point``/``--mask``; several separated by ``;`` in CSV, a
+  string or a list of strings in JSON lines. A row without any prompt uses
+  the command line's.
+- ``prompt_frame``, ``max_frames``: integers; empty = the command line's.
+- ``out``, ``masks_dir``, ``json``, ``coco``: output paths (``{stem}``,
+  ``{name}``, ``{index}`` substituted); empty = the command line's pattern.
+
+Relative paths in a manifest (inputs, outputs, mask PNGs) are resolved
+against the manifest's folder. Each output is written under a temporary
+name and renamed when closed; while a job runs, a marker ``.NAME.incomplete``
+sits next to each of its outputs and is removed only when the job succeeds,
+so ``--skip-existing`` re-runs a video whose outputs are partial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from sam2trt.errors import Interrupted, Sam2TrtError, UsageError
+from sam2trt.pipeline import TrackJob, TrackSummary, interrupt_guard, run_track, validate_job
+from sam2trt.tracker.prompts import build_prompts, load_mask_png
+
+COLUMNS = ("input", "box", "point", "mask", "prompt_frame", "max_frames", "out", "masks_dir", "json", "coco")
+OUTPUTS = TrackJob.OUTPUTS
+
+
+@dataclass
+class JobSpec:
+    """One job before its prompts are built.
+
+    ``boxes``/``points``/``masks``: prompt strings (``[ID][@FRAME]:VALUE``);
+    ``outputs``: ``{"out" | "masks_dir" | "json" | "coco": path}`` (patterns
+    already substituted); ``base``: folder that relative mask paths are
+    resolved against (``None``: the working directory); ``where``: where the job
+    was given (for messages), e.g. ``"manifest.csv line 3"``.
+    """
+
+    video: str
+    boxes: list[str] = field(default_factory=list)
+    points: list[str] = field(default_factory=list)
+    masks: list[str] = field(default_factory=list)
+    prompt_frame: int = 0
+    max_frames: int | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    base: str | None = None
+    where: str = ""
+
+    def to_track_job(self, fill_hole_area: int | None = None) -> TrackJob:
+        """Build the prompts (loading mask PNGs) into a :class:`TrackJob`.
+
+        Raises:
+            UsageError: malformed prompt text. InputError: unreadable mask PNG.
+        """
+        def load(path: str):
+            return load_mask_png(str(Path(self.base) / path) if self.base else path)
+
+        prompts = build_prompts(self.boxes, self.points, self.masks, self.prompt_frame, load_mask=load)
+        return TrackJob(video=self.video, prompts=prompts, max_frames=self.max_frames,
+                        fill_hole_area=fill_hole_area, **self.outputs)
+
+
+def expand(pattern: str | None, video: str, index: int) -> str | None:
+    """Substitute ``{stem}`` (name without extension), ``{name}`` and ``{index}`` (0-based job number).
+
+    Format specs work (``{index:03d}``). Raises :class:`UsageError` for an
+    unknown field or stray braces.
+    """
+    if not pattern:
+        return None
+    p = Path(video.rstrip("/\\") or video)
+    try:
+        return pattern.format(stem=p.stem if p.suffix and not p.is_dir() else p.name, name=p.name, index=index)
+    except (KeyError, IndexError, ValueError) as e:
+        raise UsageError(f"bad output pattern {pattern!r} ({type(e).__name__}: {e}): "
+                         "use {stem}, {name} or {index}, and {{ }} for literal braces") from None
+
+
+def _split(value, sep: str = ";") -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [v.strip() for v in str(value).split(sep) if v.strip()]
+
+
+def _int(value, column: str, where: str) -> int | None:
+    if value is None or str(value).strip() == "":
+        return None
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise UsageError(f"{where}: {column} {value!r} is not an integer") from None
+
+
+def read_manifest(path: str | os.PathLike) -> list[tuple[str, dict]]:
+    """Read a manifest into ``[(where, row)]``: CSV with a header, or JSON lines (``.jsonl``/``.ndjson``/``.json``,
+    or any file whose first non-blank character is ``{``).
+
+    Blank lines and JSON lines starting with ``#`` are skipped. Raises
+    :class:`UsageError` for an unreadable file, malformed JSON, an unknown
+    column, a row without ``input``, or no rows at all.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read manifest {path} ({e}): give a CSV or JSON-lines file") from None
+    rows: list[tuple[str, dict]] = []
+    if path.suffix.lower() in (".jsonl", ".ndjson", ".json") or text.lstrip().startswith("{"):
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UsageError(f"{path.name} line {n} is not JSON ({e.msg}): one JSON object per line") from None
+            if not isinstance(row, dict):
+                raise UsageError(f"{path.name} line {n} is not a JSON object: one object per line")
+            rows.append((f"{path.name} line {n}", row))
+    else:
+        reader = csv.DictReader(text.splitlines())
+        for row in reader:
+            if None in row:
+                raise UsageError(f"{path.name} line {reader.line_num} has more cells than the header: "
+                                 "quote values with commas, e.g. \"250,215,36,97\"")
+            if any((v or "").strip() for v in row.values()):
+                rows.append((f"{path.name} line {reader.line_num}", {k.strip(): v for k, v in row.items() if k}))
+    for where, row in rows:
+        unknown = sorted(set(row) - set(COLUMNS))
+        if unknown:
+            raise UsageError(f"{where}: unknown column(s) {', '.join(unknown)}: use {', '.join(COLUMNS)}")
+        if not str(row.get("input") or "").strip():
+            raise UsageError(f"{where}: no input: every row needs an input video or frame folder")
+    if not rows:
+        raise UsageError(f"manifest {path} has no jobs: add rows with at least an input column")
+    return rows
+
+
+def plan_jobs(videos: Iterable[str], manifest: str | os.PathLike | None, *, boxes: list[str], points: list[str],
+              masks: list[str], prompt_frame: int, max_frames: int | None,
+              patterns: dict[str, str | None]) -> list[JobSpec]:
+    """All jobs in order: the manifest's rows, then the VIDEO arguments.
+
+    Command-line prompts, ``prompt_frame``, ``max_frames`` and output patterns
+    (``patterns``: ``{"out" | "masks_dir" | "json" | "coco": pattern | None}``)
+    are the defaults of every job. Prompt strings are checked here (masks are
+    not loaded yet).
+
+    Raises:
+        UsageError: malformed manifest or prompts, a job without objects, or two
+            jobs writing the same output (e.g. several videos and an output
+            path without ``{stem}``/``{name}``/``{index}``).
+    """
+    specs: list[JobSpec] = []
+    if manifest is not None:
+        base = Path(manifest).parent
+
+        def resolve(p: str) -> str:
+            return str(p) if os.path.isabs(p) else str(base / p)
+
+        for where, row in read_manifest(manifest):
+            video = resolve(str(row["input"]).strip())
+            index = len(specs)
+            outs = {}
+            for k in OUTPUTS:
+                own = str(row.get(k) or "").strip()
+                value = resolve(expand(own, video, index)) if own else expand(patterns.get(k), video, index)
+                if value:
+                    outs[k] = value
+            rb, rp, rm = _split(row.get("box")), _split(row.get("point")), _split(row.get("mask"))
+            own_prompts = bool(rb or rp or rm)
+            pf, mf = _int(row.get("prompt_frame"), "prompt_frame", where), _int(row.get("max_frames"), "max_frames", where)
+            if not own_prompts:
+                rb, rp, rm = boxes, points, masks
+            specs.append(JobSpec(video, list(rb), list(rp), list(rm), prompt_frame=prompt_frame if pf is None else pf,
+                                 max_frames=max_frames if mf is None else mf, outputs=outs,
+                                 base=str(base) if own_prompts else None, where=where))
+    for n, video in enumerate(videos, 1):
+        index = len(specs)
+        outs = {k: expand(patterns.get(k), str(video), index) for k in OUTPUTS if patterns.get(k)}
+        specs.append(JobSpec(str(video), list(boxes), list(points), list(masks), prompt_frame, max_frames, outs,
+                             where=f"VIDEO argument {n}"))
+    if not specs:
+        raise UsageError("no video: give VIDEO arguments or --manifest PATH")
+    for s in specs:
+        if not (s.boxes or s.points or s.masks):
+            raise UsageError(f"no objects for {s.video} ({s.where}): give at least one --box x,y,w,h, --point x,y "
+                             "or --mask PNG, or box/point/mask in the manifest")
+        try:
+            build_prompts(s.boxes, s.points, s.masks, s.prompt_frame, load_mask=lambda p: None)
+        except UsageError as e:
+            raise UsageError(f"{e} ({s.where})" if len(specs) > 1 or manifest else str(e)) from None
+    if len(specs) > 1:
+        for k, pattern in patterns.items():
+            if pattern and "{" not in pattern and sum(1 for s in specs if s.outputs.get(k) == pattern) > 1:
+                raise UsageError(f"--{k.replace('_', '-')} {pattern} would be the same file for every video: "
+                                 "put {stem}, {name} or {index} in it, e.g. out/{stem}.mp4")
+    seen: dict[str, str] = {}
+    for s in specs:
+        for path in s.outputs.values():
+            key = os.path.normpath(os.path.abspath(path))
+            if key in seen:
+                raise UsageError(f"{s.video} ({s.where}) and {seen[key]} would both write {path}: "
+                                 "give each video its own outputs (use {stem} or {index})")
+            seen[key] = f"{s.video} ({s.where})"
+    return specs
+
+
+def marker_path(output: str) -> Path:
+    """The ``.NAME.incomplete`` marker next to an output file or folder."""
+    p = Path(output.rstrip("/\\"))
+    return p.with_name(f".{p.name}.incomplete")
+
+
+def outputs_complete(job: TrackJob) -> bool:
+    """True when the job has outputs, all of them exist and none carries an ``.incomplete`` marker."""
+    outs = job.outputs()
+    return bool(outs) and all(os.path.exists(p) and not marker_path(p).exists() for p in outs.values())
+
+
+def _mark(job: TrackJob) -> None:
+    for p in job.outputs().values():
+        m = marker_path(p)
+        with contextlib.suppress(OSError):
+            m.parent.mkdir(parents=True, exist_ok=True)
+            m.touch()
+
+
+def _unmark(job: TrackJob) -> None:
+    for p in job.outputs().values():
+        with contextlib.suppress(OSError):
+            marker_path(p).unlink()
+
+
+def run_batch(specs: list[JobSpec], spec, open_runners: Callable[[], contextlib.AbstractContextManager], *,
+              fill_hole_area: int | None = None, skip_existing: bool = False,
+              on_done: Callable[[TrackSummary], None] | None = None,
+              on_start: Callable[[int, TrackJob], Callable | None] | None = None) -> list[TrackSummary]:
+    """Run the jobs in order with one set of runners, opened at the first job that passes validation.
+
+    A job that fails (input error, runtime failure) is recorded and the batch
+    goes on; SIGINT/SIGTERM stops the whole batch (the current job's outputs
+    are closed up to its last frame) and raises :class:`Interrupted`. Errors
+    from ``open_runners`` (model, backend, environment) stop the batch too.
+
+    Args:
+        specs: from :func:`plan_jobs`.
+        spec: the :class:`~sam2trt.model_spec.ModelSpec`.
+        open_runners: called once, returns a context manager yielding the runners.
+        skip_existing: skip jobs whose outputs are all complete (status "skipped").
+        on_done: called with each job's summary as soon as it is known.
+        on_start: called as ``on_start(index, job)`` before tracking; may return a
+            progress callback ``(done, total)``.
+    Returns:
+        One :class:`TrackSummary` per job (``status`` ok/error/skipped; ``exit_code``).
+    Raises:
+        Interrupted, and whatever ``open_runners`` raises.
+    """
+    summaries: list[TrackSummary] = []
+    runners: list = []
+
+    def one(i: int, s: JobSpec, summary: TrackSummary) -> None:
+        try:
+            job = s.to_track_job(fill_hole_area)
+            if skip_existing and outputs_complete(job):
+                summary.status, summary.outputs = "skipped", job.outputs()
+                return
+            validate_job(job, spec)
+        except Sam2TrtError as e:
+            summary.status, summary.error, summary.exit_code = "error", str(e), e.exit_code
+            return
+        if not runners:
+            runners.append(stack.enter_context(open_runners()))
+        _mark(job)
+        try:
+            run_track(job, spec, runners[0], progress=on_start(i, job) if on_start else None, summary=summary)
+            _unmark(job)
+        except Interrupted:
+            raise
+        except Sam2TrtError:
+            pass  # status, error and exit code are in the summary (run_track fills it)
+
+    with contextlib.ExitStack() as stack, interrupt_guard():
+        for i, s in enumerate(specs):
+            summary = TrackSummary(video=s.video)
+            summaries.append(summary)
+            try:
+                try:
+                    one(i, s, summary)
+                except KeyboardInterrupt:
+                    raise Interrupted(f"interrupted at {s.video}") from None
+            except Interrupted as e:
+                summary.status, summary.error, summary.exit_code = "interrupted", str(e), e.exit_code
+                if on_done:
+                    on_done(summary)
+                raise
+            if on_done:
+                on_done(summary)
+    return summaries

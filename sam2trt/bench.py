@@ -1,0 +1,142 @@
+"""``sam2trt bench``: per-module latency, end-to-end fps, overhead share, peak RSS.
+
+Runs the real track pipeline (reader thread, inference, writer thread writing
+an overlay video, PNGs and JSON lines to a temporary folder) and times every
+module call through a proxy runner.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sam2trt.model_spec import MODULES, ModelSpec
+from sam2trt.pipeline import TrackJob, run_track
+from sam2trt.tracker import ObjectPrompt
+
+
+class TimedRunner:
+    """Wraps a runner; records the wall time of each ``infer`` call in seconds."""
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.name = getattr(runner, "name", "")
+        self.times: list[float] = []
+
+    def infer(self, feed):
+        t0 = time.perf_counter()
+        out = self.runner.infer(feed)
+        self.times.append(time.perf_counter() - t0)
+        return out
+
+
+@dataclass
+class _Timed:
+    image_encoder: TimedRunner
+    memory_attention: TimedRunner
+    mask_decoder: TimedRunner
+    memory_encoder: TimedRunner
+    backend: str
+    reason: str = ""
+
+
+def machine_description() -> dict:
+    """CPU model, core count, OS and GPUs (if any) of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    gpus = []
+    try:
+        from sam2trt.engine.environment import detect
+
+        gpus = [g.name for g in detect().gpus]
+    except Exception:  # doctor-level detail is not needed here
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), "gpus": gpus}
+
+
+def synthetic_clip(path: str, frames: int, width: int = 768, height: int = 576) -> str:
+    """Write a ``frames``-long clip of moving shapes (PNG folder) for benchmarks without a video."""
+    from PIL import Image
+
+    os.makedirs(path, exist_ok=True)
+    yy, xx = np.mgrid[0:height, 0:width]
+    for i in range(frames):
+        img = np.stack([(xx + 4 * i) % 256, (yy + 2 * i) % 256, ((xx + yy) // 3) % 256], -1).astype(np.uint8)
+        cx, cy = 200 + 5 * i, 250
+        img[(xx - cx) ** 2 + (yy - cy) ** 2 < 40 ** 2] = (220, 40, 40)
+        Image.fromarray(img).save(os.path.join(path, f"{i:05d}.png"))
+    return path
+
+
+def spread_boxes(k: int, width: int, height: int) -> list[tuple[float, float, float, float]]:
+    """``k`` boxes (corners, pixels) spread over the frame, for multi-object benchmarks."""
+    boxes = []
+    for i in range(k):
+        cx = width * (i + 1) / (k + 1)
+        boxes.append((cx - width / 16, height / 3, cx + width / 16, 2 * height / 3))
+    return boxes
+
+
+def run_bench(spec: ModelSpec, runners, video: str, frames: int, objects: int) -> dict:
+    """Track ``objects`` boxes for ``frames`` frames of ``video``; return the measurements.
+
+    Returns a dict with per-module ``{median_ms, p90_ms, calls}``, ``fps``,
+    ``wall_s``, ``outside_inference_share`` (fraction of wall time not spent in
+    module calls), ``peak_rss_mib`` and ``machine``.
+    """
+    from sam2trt.video import probe
+
+    info = probe(video)
+    timed = _Timed(**{m: TimedRunner(getattr(runners, m)) for m in MODULES}, backend=runners.backend)
+    prompts = [ObjectPrompt(i + 1, 0, box=b) for i, b in enumerate(spread_boxes(objects, info.width, info.height))]
+    with tempfile.TemporaryDirectory(prefix="sam2trt-bench-") as tmp:
+        job = TrackJob(video=video, prompts=prompts, max_frames=frames, out=os.path.join(tmp, "o.mp4"),
+                       masks_dir=os.path.join(tmp, "masks"), json=os.path.join(tmp, "t.jsonl"))
+        t0 = time.perf_counter()
+        summary = run_track(job, spec, timed)
+        wall = time.perf_counter() - t0
+    modules = {}
+    busy = 0.0
+    for m in MODULES:
+        t = np.asarray(getattr(timed, m).times) * 1000
+        busy += t.sum() / 1000
+        modules[m] = {"median_ms": round(float(np.median(t)), 2) if t.size else None,
+                      "p90_ms": round(float(np.percentile(t, 90)), 2) if t.size else None, "calls": int(t.size)}
+    return {
+        "backend": runners.backend,
+        "frames": summary.frames,
+        "objects": objects,
+        "wall_s": round(wall, 3),
+        "fps": round(summary.frames / wall, 4),
+        "outside_inference_share": round(1 - busy / wall, 4),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "modules": modules,
+        "machine": machine_description(),
+    }
+
+
+def format_bench(r: dict) -> str:
+    """Human-readable lines for a :func:`run_bench` result."""
+    m = r["machine"]
+    lines = [f"machine: {m['cpu']}, {m['cores']} cores" + (f", GPU {', '.join(m['gpus'])}" if m["gpus"] else ", no GPU"),
+             f"backend: {r['backend']}, {r['objects']} object(s), {r['frames']} frames",
+             f"{'module':18s} {'median ms':>10s} {'p90 ms':>10s} {'calls':>6s}"]
+    for name, v in r["modules"].items():
+        lines.append(f"{name:18s} {v['median_ms'] or 0:10.1f} {v['p90_ms'] or 0:10.1f} {v['calls']:6d}")
+    lines += [f"end-to-end: {r['fps']:.3f} frames/s ({r['wall_s']:.1f} s wall)",
+              f"outside model inference: {100 * r['outside_inference_share']:.1f}% of wall time",
+              f"peak RSS: {r['peak_rss_mib']:.0f} MiB"]
+    return "\n".join(lines)
