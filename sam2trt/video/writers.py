@@ -99,7 +99,26 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-class OverlayVideoWriter:
+class _ClosedOnExit:
+    """Context-manager behaviour of the atomic writers: ``__exit__`` calls ``close()``.
+
+    On an exception the partial output is still finalised (valid, renamed into
+    place); if ``close()`` itself fails then (it has already aborted), the
+    original exception is the one that propagates.
+    """
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class OverlayVideoWriter(_ClosedOnExit):
     """Encode RGB frames into a video file, made visible at ``path`` on :meth:`close`.
 
     ``path``: target file; its extension picks the container (.mp4, .mkv, .avi,
@@ -213,18 +232,6 @@ class OverlayVideoWriter:
                 container.close()
         _remove(self._tmp)
 
-    def __enter__(self) -> "OverlayVideoWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-            return
-        try:
-            self.close()
-        except Exception:  # keep the original exception; close() already aborted
-            pass
-
 
 class MaskPngWriter:
     """Write per-frame label maps as DAVIS-style indexed PNGs into ``directory``.
@@ -270,7 +277,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-class JsonLinesWriter:
+class JsonLinesWriter(_ClosedOnExit):
     """Append one JSON object per line; the file appears at ``path`` on :meth:`close`.
 
     ``write(record)`` serialises a dict (NumPy scalars/arrays allowed) as one
@@ -318,14 +325,3 @@ class JsonLinesWriter:
                 file.close()
         _remove(self._tmp)
 
-    def __enter__(self) -> "JsonLinesWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-            return
-        try:
-            self.close()
-        except Exception:
-            pass
