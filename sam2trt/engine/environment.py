@@ -1,0 +1,229 @@
+"""What this machine has: GPUs, driver, CUDA runtime, TensorRT, ONNX Runtime.
+
+Everything is detected lazily and never raises: a missing package, library or
+binary just leaves the field empty. GPUs come from cuda-python when it is
+installed (``cuda.bindings.runtime``, or the older ``cuda.cudart``), else from
+``nvidia-smi``; without either, no GPU is reported.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+
+TRT_INSTALL_HINT = ("pip install 'sam2trt[trt]' (TensorRT wheels come from NVIDIA's index: "
+                    "pip install --extra-index-url https://pypi.nvidia.com tensorrt)")
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """One CUDA device.
+
+    Attributes:
+        name: marketing name, e.g. ``"NVIDIA H100 80GB HBM3"``.
+        compute_capability: ``"major.minor"``, e.g. ``"9.0"``.
+        memory_gib: total device memory, GiB.
+    """
+
+    name: str
+    compute_capability: str
+    memory_gib: float
+
+
+@dataclass
+class Environment:
+    """The result of :func:`detect`.
+
+    Attributes:
+        gpus: visible CUDA devices, in CUDA order (device 0 first); empty if none.
+        driver_version: NVIDIA driver version (``nvidia-smi``), or
+            ``"CUDA x.y"`` (driver API version from cuda-python), or None.
+        cuda_runtime_version: ``"x.y"`` of the CUDA runtime cuda-python links, or None.
+        tensorrt_version: ``tensorrt.__version__``, or None when not importable.
+        tensorrt_major: its major version as int (10, 11, ...), or None.
+        onnxruntime_version: ``onnxruntime.__version__``, or None.
+        onnxruntime_providers: available ONNX Runtime execution providers.
+        gpu_source: where ``gpus`` came from: ``"cuda-python"``, ``"nvidia-smi"`` or ``None``.
+    """
+
+    gpus: list[GpuInfo] = field(default_factory=list)
+    driver_version: str | None = None
+    cuda_runtime_version: str | None = None
+    tensorrt_version: str | None = None
+    tensorrt_major: int | None = None
+    onnxruntime_version: str | None = None
+    onnxruntime_providers: list[str] = field(default_factory=list)
+    gpu_source: str | None = None
+
+
+def import_cudart():
+    """The cuda-python runtime module (``cuda.bindings.runtime`` or ``cuda.cudart``), or None."""
+    try:
+        from cuda.bindings import runtime
+
+        return runtime
+    except ImportError:
+        pass
+    try:
+        from cuda import cudart
+
+        return cudart
+    except ImportError:
+        return None
+
+
+def _cuda_version(v: int) -> str:
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def _from_cuda_python(env: Environment) -> bool:
+    """Fill GPUs and CUDA versions from cuda-python; False if unusable."""
+    rt = import_cudart()
+    if rt is None:
+        return False
+    ok = rt.cudaError_t.cudaSuccess
+    try:
+        err, v = rt.cudaRuntimeGetVersion()
+        if err == ok:
+            env.cuda_runtime_version = _cuda_version(v)
+        err, v = rt.cudaDriverGetVersion()
+        if err == ok and v:
+            env.driver_version = f"CUDA {_cuda_version(v)}"
+        err, count = rt.cudaGetDeviceCount()
+        if err != ok:
+            return False
+        for i in range(count):
+            err, prop = rt.cudaGetDeviceProperties(i)
+            if err != ok:
+                continue
+            name = prop.name.split(b"\0", 1)[0].decode(errors="replace") if isinstance(prop.name, bytes) else str(prop.name)
+            env.gpus.append(GpuInfo(name, f"{prop.major}.{prop.minor}", round(prop.totalGlobalMem / 2**30, 1)))
+    except Exception:  # a broken driver/library: report nothing rather than fail
+        env.gpus.clear()
+        return False
+    env.gpu_source = "cuda-python"
+    return True
+
+
+def _nvidia_smi() -> tuple[list[GpuInfo], str | None] | None:
+    """``(gpus, driver_version)`` from ``nvidia-smi``, or None if absent or failing."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        res = subprocess.run([exe, "--query-gpu=name,compute_cap,memory.total,driver_version",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if res.returncode != 0:
+        return None
+    gpus, driver = [], None
+    for line in res.stdout.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) < 4:
+            continue
+        name, cc, mem, driver = parts[0], parts[1], parts[2], parts[3]
+        try:
+            mem_gib = round(float(mem.split()[0]) / 1024, 1)  # MiB
+        except ValueError:
+            mem_gib = 0.0
+        gpus.append(GpuInfo(name, cc, mem_gib))
+    return gpus, driver
+
+
+def detect() -> Environment:
+    """Probe the machine (never raises; takes well under a second).
+
+    Returns:
+        An :class:`Environment`; fields are empty/None for what is missing.
+    """
+    env = Environment()
+    try:
+        import tensorrt as trt
+
+        env.tensorrt_version = str(trt.__version__)
+        env.tensorrt_major = int(env.tensorrt_version.split(".")[0])
+    except Exception:  # ImportError, or a TensorRT whose libraries fail to load
+        env.tensorrt_version = env.tensorrt_major = None
+    try:
+        import onnxruntime as ort
+
+        env.onnxruntime_version = ort.__version__
+        env.onnxruntime_providers = list(ort.get_available_providers())
+    except Exception:
+        pass
+    have_cuda_python = _from_cuda_python(env)
+    smi = _nvidia_smi()
+    if smi is not None:
+        gpus, driver = smi
+        if driver:
+            env.driver_version = driver
+        if not have_cuda_python and gpus:
+            env.gpus, env.gpu_source = gpus, "nvidia-smi"
+    return env
+
+
+def doctor_lines(model_dir: pathlib.Path | str | None = None, env: Environment | None = None) -> list[str]:
+    """Human-readable report for ``sam2trt doctor``.
+
+    Args:
+        model_dir: a model folder; when given, adds which backend
+            ``track --backend auto`` would pick for it and why, and what its
+            ``engines.json`` says.
+        env: a precomputed :func:`detect` result (default: detect now).
+
+    Returns:
+        Lines without trailing newlines. Never raises for a bad model folder:
+        its error becomes a line.
+    """
+    env = env or detect()
+    lines = []
+    if env.gpus:
+        for i, g in enumerate(env.gpus):
+            lines.append(f"GPU {i}: {g.name} (compute capability {g.compute_capability}, {g.memory_gib:g} GiB)")
+    else:
+        lines.append("GPU: none found (no cuda-python device and no working nvidia-smi)")
+    lines.append(f"NVIDIA driver: {env.driver_version or 'not found'}")
+    if env.cuda_runtime_version:
+        lines.append(f"CUDA runtime: {env.cuda_runtime_version} (cuda-python)")
+    else:
+        lines.append("CUDA runtime: cuda-python not installed (needed by the TensorRT backend: pip install 'sam2trt[trt]')")
+    if env.tensorrt_version:
+        lines.append(f"TensorRT: {env.tensorrt_version}")
+    else:
+        lines.append(f"TensorRT: not installed: {TRT_INSTALL_HINT}")
+    if env.onnxruntime_version:
+        lines.append(f"ONNX Runtime: {env.onnxruntime_version} (providers: {', '.join(env.onnxruntime_providers) or 'none'})")
+    else:
+        lines.append("ONNX Runtime: not installed (pip install onnxruntime)")
+    if model_dir is None:
+        return lines
+    from sam2trt.errors import Sam2TrtError
+    from sam2trt.model_spec import load_model_spec
+    from sam2trt.runtime.base import choose_backend
+
+    try:
+        spec = load_model_spec(model_dir)
+    except Sam2TrtError as e:
+        lines.append(f"model: {e}")
+        return lines
+    lines.append(f"model: {spec.root} ({spec.config})")
+    meta = spec.root / "engines.json"
+    if meta.is_file():
+        import json
+
+        try:
+            m = json.loads(meta.read_text())
+            lines.append(f"engines: {m.get('precision')} for {m.get('gpu')} (compute capability "
+                         f"{m.get('compute_capability')}), TensorRT {m.get('tensorrt_version')}, "
+                         f"up to {m.get('max_objects')} objects, built {m.get('created')}")
+        except (OSError, ValueError):
+            lines.append(f"engines: {meta} is unreadable")
+    try:
+        backend, reason = choose_backend(spec, "auto")
+    except Sam2TrtError as e:
+        backend, reason = "none", str(e)
+    lines.append(f"track --backend auto: {backend} ({reason})")
+    return lines
