@@ -100,6 +100,7 @@ def main() -> None:
     p.add_argument("--config", default="sam2.1_hiera_t")
     p.add_argument("--checkpoint", help="official checkpoint (default: seeded random weights)")
     p.add_argument("--workdir", help="keep frames/model here (default: a temporary folder)")
+    p.add_argument("--tools", default="official,sam2trt", help="which side(s) to run, comma-separated")
     p.add_argument("--child", choices=["official", "sam2trt"], help=argparse.SUPPRESS)
     p.add_argument("--frames", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
@@ -133,16 +134,19 @@ def main() -> None:
         frames = extract_frames(a.video, n, work / f"frames{n}")
         common = ["--frames", str(frames), "--threads", str(a.threads), "--config", a.config]
         for tool, extra in (("official", ["--checkpoint", ckpt]), ("sam2trt", ["--model", str(model_dir)])):
+            if tool not in a.tools.split(","):
+                continue
             r = run_child(["--child", tool, *common, *extra, "--video", a.video])
             r["fps"] = r["frames"] / r["seconds"]
             rows[tool, n] = r
             print(f"{tool:10s} {r['frames']:6d} {r['seconds']:9.1f} {r['fps']:8.3f} {r['peak_rss_mib']:13.0f}", flush=True)
-        print(f"{'':10s} sam2trt / official fps at {n} frames: {rows['sam2trt', n]['fps'] / rows['official', n]['fps']:.2f}x",
-              flush=True)
+        if ("official", n) in rows and ("sam2trt", n) in rows:
+            ratio = rows["sam2trt", n]["fps"] / rows["official", n]["fps"]
+            print(f"{'':10s} sam2trt / official fps at {n} frames: {ratio:.2f}x", flush=True)
     lengths = sorted({n for _, n in rows})
     if len(lengths) > 1:
         lo, hi = lengths[0], lengths[-1]
-        for tool in ("official", "sam2trt"):
+        for tool in sorted({t for t, _ in rows}):
             growth = rows[tool, hi]["peak_rss_mib"] / rows[tool, lo]["peak_rss_mib"] - 1
             print(f"{tool}: peak RSS at {hi} frames is {100 * growth:+.1f}% vs {lo} frames")
 

@@ -287,3 +287,37 @@ def test_build_prompts_ids_frames_and_conflicts():
     ]:
         with pytest.raises(UsageError, match=words):
             build_prompts(boxes, points, mask_args, load_mask=lambda path: np.ones((2, 2), bool))
+
+
+@pytest.mark.parametrize("B,T,P", [(1, 7, 16), (2, 3, 5)])
+def test_memory_attention_wrapper_matches_official_module(official_predictor, B, T, P):
+    """The exported MemoryAttention (real RoPE, query blocks, value projection after mixing)
+    against the official module fed the memory layout of _prepare_memory_conditioned_features."""
+    from sam2.modeling.sam2_utils import get_1d_sine_pe
+
+    from sam2trt.export.modules import MemoryAttention
+
+    m = official_predictor
+    C, Cm, hw = m.hidden_dim, m.mem_dim, m.sam_image_embedding_size
+    g = torch.Generator().manual_seed(T * 10 + B)
+    vision = torch.randn(1, C, hw, hw, generator=g)
+    feats = torch.randn(B, T, Cm, hw, hw, generator=g)
+    tpos = m.maskmem_tpos_enc[:T, 0, 0]
+    ptrs = torch.randn(B, P, C, generator=g)
+    ptr_tpos = torch.arange(P, dtype=torch.float32) / 15
+    wrapper = MemoryAttention(m).eval()
+    with torch.no_grad():
+        ours = wrapper(vision, feats, tpos, ptrs, ptr_tpos)
+        # the official layout: [L, B, C] sequences, spatial memories then pointer tokens
+        curr = vision.flatten(2).permute(2, 0, 1).expand(-1, B, -1)
+        curr_pos = wrapper.curr_pos.transpose(0, 1).expand(-1, B, -1)
+        mem = feats.permute(1, 3, 4, 0, 2).reshape(T * hw * hw, B, Cm)
+        mem_pos = (wrapper.maskmem_pos_enc[None] + tpos[:, None]).reshape(T * hw * hw, 1, Cm).expand(-1, B, -1)
+        ptr_tok = ptrs.permute(1, 0, 2).reshape(P, B, C // Cm, Cm).permute(0, 2, 1, 3).flatten(0, 1)
+        ptr_pos = m.obj_ptr_tpos_proj(get_1d_sine_pe(ptr_tpos, dim=C)).repeat_interleave(C // Cm, 0)[:, None].expand(-1, B, -1)
+        ref = m.memory_attention(curr=[curr], curr_pos=[curr_pos], memory=torch.cat([mem, ptr_tok]),
+                                 memory_pos=torch.cat([mem_pos, ptr_pos]), num_obj_ptr_tokens=P * (C // Cm))
+        ref = ref.permute(1, 2, 0).reshape(B, C, hw, hw)
+    diff = (ours - ref).abs().max().item()
+    print(f"max |wrapper - official| = {diff:.2e}")
+    assert diff < 1e-3 * max(1.0, ref.abs().max().item())
