@@ -12,7 +12,6 @@ import contextlib
 import os
 import queue
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,11 +20,13 @@ from typing import Callable
 import numpy as np
 
 from sam2trt.errors import InputError, Interrupted, RuntimeFailure, Sam2TrtError
-from sam2trt.model_spec import ModelSpec, load_model_spec
+from sam2trt.model_spec import ModelSpec
 from sam2trt.tracker import FrameStepper, ObjectPrompt, track_frames
 from sam2trt.tracker.processing import mask_box, masks_to_label_map, preprocess_frame, upsample_logits
 from sam2trt.video.coco import CocoWriter
-from sam2trt.video import JsonLinesWriter, MaskPngWriter, OverlayVideoWriter, open_frames, overlay_masks, probe
+from sam2trt.video import (
+    JsonLinesWriter, MaskPngWriter, OverlayVideoWriter, VideoInfo, open_frames, overlay_masks, probe,
+)
 
 QUEUE_DEPTH = 4
 SHORT_VIDEO_SLACK = 1
@@ -95,7 +96,7 @@ class TrackSummary:
                 "exit_code": self.exit_code}
 
 
-def validate_job(job: TrackJob, spec: ModelSpec) -> "VideoInfo":  # noqa: F821
+def validate_job(job: TrackJob, spec: ModelSpec) -> VideoInfo:
     """Check the video, prompts and outputs before anything is written.
 
     Raises:
@@ -155,7 +156,7 @@ def _drain(q: queue.Queue):
         yield item
 
 
-def _writer(q: queue.Queue, writers: dict, info, obj_ids_all: list[int], errors: list):
+def _writer(q: queue.Queue, writers: dict, info, errors: list):
     video, pngs, jsonl, coco = (writers.get(k) for k in TrackJob.OUTPUTS)
     try:
         while True:
@@ -295,7 +296,7 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
             if job.coco:
                 writers["coco"] = CocoWriter(job.coco, str(job.video), info.width, info.height)
             threads = [threading.Thread(target=_reader, args=(source, spec, start, stop, in_q, cancel, stats), daemon=True),
-                       threading.Thread(target=_writer, args=(out_q, writers, info, summary.objects, writer_errors),
+                       threading.Thread(target=_writer, args=(out_q, writers, info, writer_errors),
                                         daemon=True)]
             for t in threads:
                 t.start()

@@ -9,7 +9,6 @@ The model folder is exported once per session through the real CLI.
 from __future__ import annotations
 
 import pathlib
-import shutil
 import subprocess
 import sys
 
@@ -81,5 +80,4 @@ def model_copy(tiny_model_dir, tmp_path) -> pathlib.Path:
     dst.mkdir()
     for f in tiny_model_dir.iterdir():
         (dst / f.name).symlink_to(f)
-    shutil.copy(tiny_model_dir / "model.json", dst / "model.json.real")
     return dst

@@ -12,8 +12,6 @@ two-object case it is given an independent CPU implementation of its
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 

@@ -11,7 +11,7 @@ post-processing on); each method names the official function it mirrors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
