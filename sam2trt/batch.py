@@ -2,7 +2,7 @@
 
 A job comes from a VIDEO argument (prompts and output patterns from the
 command line) or from one row of a manifest (CSV with a header, or JSON
-lines); see ``docs/batch.md``. Manifest columns:
+lines); see the README's "Batch jobs" section. Manifest columns:
 
 - ``input`` (required): video file or frame folder.
 - ``box``, ``point``, ``mask``: prompts in the ``[ID][@FRAME]:VALUE`` syntax

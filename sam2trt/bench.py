@@ -12,12 +12,11 @@ import platform
 import resource
 import tempfile
 import time
-from dataclasses import dataclass
-
 import numpy as np
 
 from sam2trt.model_spec import MODULES, ModelSpec
 from sam2trt.pipeline import TrackJob, run_track
+from sam2trt.runtime import ModuleRunners
 from sam2trt.tracker import ObjectPrompt
 
 
@@ -34,16 +33,6 @@ class TimedRunner:
         out = self.runner.infer(feed)
         self.times.append(time.perf_counter() - t0)
         return out
-
-
-@dataclass
-class _Timed:
-    image_encoder: TimedRunner
-    memory_attention: TimedRunner
-    mask_decoder: TimedRunner
-    memory_encoder: TimedRunner
-    backend: str
-    reason: str = ""
 
 
 def machine_description() -> dict:
@@ -100,7 +89,7 @@ def run_bench(spec: ModelSpec, runners, video: str, frames: int, objects: int) -
     from sam2trt.video import probe
 
     info = probe(video)
-    timed = _Timed(**{m: TimedRunner(getattr(runners, m)) for m in MODULES}, backend=runners.backend)
+    timed = ModuleRunners(**{m: TimedRunner(getattr(runners, m)) for m in MODULES}, backend=runners.backend)
     prompts = [ObjectPrompt(i + 1, 0, box=b) for i, b in enumerate(spread_boxes(objects, info.width, info.height))]
     with tempfile.TemporaryDirectory(prefix="sam2trt-bench-") as tmp:
         job = TrackJob(video=video, prompts=prompts, max_frames=frames, out=os.path.join(tmp, "o.mp4"),

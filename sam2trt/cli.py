@@ -7,6 +7,7 @@ Errors print one line ``error: ...`` on stderr; logs and progress go to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -112,7 +113,7 @@ def track(
     masks_dir: Optional[str] = typer.Option(None, help="folder for one indexed PNG per frame (DAVIS palette); pattern as --out"),
     json_path: Optional[str] = typer.Option(None, "--json", help="JSON lines: per frame, per object box/area/score; pattern as --out"),
     coco: Optional[str] = typer.Option(None, "--coco", help="COCO-style results JSON with RLE masks; pattern as --out"),
-    manifest: Optional[pathlib.Path] = typer.Option(None, help="CSV (with header) or JSON lines: one job per row (docs/batch.md)"),
+    manifest: Optional[pathlib.Path] = typer.Option(None, help="CSV (with header) or JSON lines: one job per row (README: Batch jobs)"),
     json_summary: bool = typer.Option(False, "--json-summary", help="print one JSON line per video on stdout"),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="skip videos whose outputs all exist and are complete"),
     fill_hole_area: Optional[int] = typer.Option(None, help="fill mask holes up to this area (low-res pixels); 0 = off; default 8"),
@@ -143,20 +144,12 @@ def track(
     batch = len(specs) > 1
     state: dict = {}
 
-    def opened():
-        runners = open_runners(spec, backend, threads=threads)
-
-        class _Ctx:  # log the backend once the runners are up
-            def __enter__(self):
-                r = runners.__enter__()
-                if not quiet:
-                    _err(f"backend: {r.backend} ({r.reason})")
-                return r
-
-            def __exit__(self, *exc):
-                return runners.__exit__(*exc)
-
-        return _Ctx()
+    @contextlib.contextmanager
+    def opened():  # log the backend once the runners are up
+        with open_runners(spec, backend, threads=threads) as runners:
+            if not quiet:
+                _err(f"backend: {runners.backend} ({runners.reason})")
+            yield runners
 
     def on_start(i, job):
         if state.get("bar"):
@@ -181,12 +174,9 @@ def track(
     summaries = run_batch(specs, spec, opened, fill_hole_area=fill_hole_area, skip_existing=skip_existing,
                           on_done=on_done, on_start=on_start)
     failed = [s for s in summaries if s.exit_code]
-    if failed and not batch:
-        err = _Err(failed[0].error)
-        err.exit_code = failed[0].exit_code
-        raise err
     if failed:
-        err = _Err(f"{len(failed)} of {len(summaries)} videos failed, first {failed[0].video}: see the lines above")
+        err = _Err(f"{len(failed)} of {len(summaries)} videos failed, first {failed[0].video}: see the lines above"
+                   if batch else failed[0].error)
         err.exit_code = failed[0].exit_code
         raise err
 

@@ -34,7 +34,8 @@ class ModelSpec:
         no_mem_embed: ``[hidden_dim]`` float32, added to the image features of a
             frame with no memory (``directly_add_no_mem_embed``).
         no_obj_ptr: ``[hidden_dim]`` float32 pointer for objects scored absent.
-        mask_downsample_weight: ``[4, 4]`` float32, ``mask_downsample`` conv
+        mask_downsample_weight: ``[4, 4]`` float32 weight and ``mask_downsample_bias``
+            its bias, of the ``mask_downsample`` conv
             (used to make an object pointer from a mask prompt).
     """
 
@@ -44,6 +45,7 @@ class ModelSpec:
     no_mem_embed: np.ndarray = field(repr=False)
     no_obj_ptr: np.ndarray | None = field(repr=False)
     mask_downsample_weight: np.ndarray = field(repr=False)
+    mask_downsample_bias: float = 0.0
 
     def __getattr__(self, name: str) -> Any:
         # Config switches read as attributes: spec.num_maskmem, spec.image_size, ...
@@ -94,4 +96,5 @@ def load_model_spec(root: str | pathlib.Path) -> ModelSpec:
         no_mem_embed=f32(const["no_mem_embed"]),
         no_obj_ptr=None if const.get("no_obj_ptr") is None else f32(const["no_obj_ptr"]),
         mask_downsample_weight=f32(const["mask_downsample_weight"]),
+        mask_downsample_bias=float(const["mask_downsample_bias"]),
     )

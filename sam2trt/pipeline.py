@@ -271,6 +271,9 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
     failure: BaseException | None = None
     threads: list[threading.Thread] = []
     stats: dict = {}
+    def interrupted() -> Interrupted:
+        return Interrupted(f"interrupted after {summary.frames} frames of {job.video}; outputs hold those frames")
+
     with interrupt_guard() as guard, open_frames(job.video) as source:
         rgbs: dict[int, np.ndarray] = {}
 
@@ -306,7 +309,7 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
                 if progress:
                     progress(summary.frames, total)
         except KeyboardInterrupt:
-            failure = Interrupted(f"interrupted after {summary.frames} frames of {job.video}; outputs hold those frames")
+            failure = interrupted()
         except Sam2TrtError as e:
             failure = e
         except MemoryError:
@@ -339,13 +342,11 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
                 "use an earlier --prompt-frame or a larger --max-frames"
             )
             for w in writers.values():
-                if hasattr(w, "abort"):
-                    w.abort()
+                w.abort()
             writers = {}
         for name, w in writers.items():
             try:
-                if hasattr(w, "close"):
-                    w.close()
+                w.close()
                 if os.path.exists(getattr(job, name)):
                     summary.outputs[name] = str(getattr(job, name))
             except Sam2TrtError as e:
@@ -353,7 +354,7 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
             except Exception as e:  # e.g. an encoder error while flushing
                 failure = failure or RuntimeFailure(f"cannot finish {getattr(job, name)} ({type(e).__name__}: {e})")
         if failure is None and guard.pending is not None:
-            failure = Interrupted(f"interrupted after {summary.frames} frames of {job.video}; outputs hold those frames")
+            failure = interrupted()
         if not isinstance(failure, Interrupted):
             guard.armed = True
     summary.seconds = time.perf_counter() - t0

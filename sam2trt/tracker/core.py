@@ -181,8 +181,9 @@ class FrameStepper:
         })
         return round_to_bfloat16(out["maskmem_features"])
 
-    def _results(self, mask_logits, ptrs, scores, maskmem) -> list[ObjectResult]:
-        filled = fill_holes(mask_logits, self.fill_hole_area)
+    @staticmethod
+    def _results(filled, ptrs, scores, maskmem) -> list[ObjectResult]:
+        """Pack per-object arrays (``[B, ...]`` each, masks already hole-filled) into results."""
         return [ObjectResult(filled[i], float(scores[i]), FrameMemory(maskmem[i], ptrs[i], float(scores[i])))
                 for i in range(len(scores))]
 
@@ -222,8 +223,8 @@ class FrameStepper:
             mask, ptr, scores = self._decode(feats, pix, coords, labels, self._use_multimask(True, n))
             filled = fill_holes(mask, self.fill_hole_area)
             maskmem = self._encode_memory(feats, filled, scores, spec.binarize_mask_from_pts_for_mem_enc)
-            for j, i in enumerate(idx):
-                results[i] = ObjectResult(filled[j], float(scores[j]), FrameMemory(maskmem[j], ptr[j], float(scores[j])))
+            for i, res in zip(idx, self._results(filled, ptr, scores, maskmem)):
+                results[i] = res
         return results
 
     def _prompt_mask(self, feats: ImageFeatures, base: np.ndarray, mask: np.ndarray) -> ObjectResult:
@@ -242,7 +243,7 @@ class FrameStepper:
         if m.shape != (S, S):
             m = (resize_antialiased(m, S, S) >= 0.5).astype(np.float32)
         logits = resize_antialiased(m * np.float32(20.0) - np.float32(10.0), s, s)[None]
-        dense = mask_downsample(m, spec.mask_downsample_weight, spec.raw["constants"]["mask_downsample_bias"])
+        dense = mask_downsample(m, spec.mask_downsample_weight, spec.mask_downsample_bias)
         _, ptr, _ = self._decode(feats, base, self._no_points[0], self._no_points[1], False, dense[None, None])
         present = np.float32(bool((m > 0).any()))
         score = np.float32(20.0) * present - np.float32(10.0)
@@ -253,7 +254,7 @@ class FrameStepper:
         filled = fill_holes(logits, self.fill_hole_area)
         # propagate_in_video_preflight encodes every prompted frame with is_mask_from_pts=True
         maskmem = self._encode_memory(feats, filled, np.asarray([score]), spec.binarize_mask_from_pts_for_mem_enc)
-        return ObjectResult(filled[0], float(score), FrameMemory(maskmem[0], ptr[0].astype(np.float32), float(score)))
+        return self._results(filled, ptr.astype(np.float32), np.asarray([score]), maskmem)[0]
 
     # -- tracking frame -----------------------------------------------------
     def track(self, feats: ImageFeatures, frame_idx: int, banks: Sequence[ObjectMemory],
@@ -289,7 +290,7 @@ class FrameStepper:
         labels = np.broadcast_to(self._no_points[1], (B, 1)).copy()
         mask, ptr, scores = self._decode(feats, pix, coords, labels, self._use_multimask(False, 0))
         maskmem = self._encode_memory(feats, mask, scores, binarize=False)
-        return self._results(mask, ptr, scores, maskmem)
+        return self._results(fill_holes(mask, self.fill_hole_area), ptr, scores, maskmem)
 
     def _attend(self, feats: ImageFeatures, sels: list[MemorySelection]) -> np.ndarray:
         """Memory attention for objects sharing one selection layout -> ``[B, C, H, W]``."""

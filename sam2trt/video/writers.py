@@ -269,6 +269,12 @@ class MaskPngWriter:
             raise
         return target
 
+    def close(self) -> None:
+        """Nothing to finalise: every PNG was complete when ``write`` returned."""
+
+    def abort(self) -> None:
+        """Nothing to undo: PNGs already written are complete and stay."""
+
 
 def _json_default(value: Any) -> Any:
     """Let ``json`` write NumPy scalars and arrays."""
