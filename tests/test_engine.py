@@ -35,7 +35,7 @@ from sam2trt.engine.environment import Environment, GpuInfo, detect, doctor_line
 from sam2trt.engine.fp16 import FP32_OPS, fp16_paths, fp16_source_sha256, write_all_fp16
 from sam2trt.errors import EnvironmentMissing, ModelError, RuntimeFailure, UsageError
 from sam2trt.model_spec import MODULES, load_model_spec
-from sam2trt.runtime.base import ModuleRunners, choose_backend
+from sam2trt.runtime.base import ModuleRunners, choose_backend, to_host
 from sam2trt.tracker import FrameStepper, ObjectPrompt, track_frames
 from sam2trt.tracker.processing import upsample_logits
 from sam2trt.video import open_frames
@@ -44,6 +44,7 @@ from tests.conftest import run_cli
 PROMPT = ObjectPrompt(obj_id=1, frame_idx=0, box=(250, 215, 286, 312))  # --box 250,215,36,97
 VIDEO_HW = (576, 768)
 NUM_FRAMES = 16
+GPU_FRAMES = 30  # the gpu tests track the 16-frame excerpt forward and back
 # ONNX Runtime CPU needs ~5 s per frame for the image encoder plus ~1.5 s per memory
 # frame in memory attention (2 cores); 6 frames keep the fp16 parity test near 1.5 min.
 FP16_PARITY_FRAMES = 6
@@ -95,15 +96,19 @@ class ShapeRecorder:
     def __init__(self, runner, shapes: dict):
         self.runner, self.shapes, self.name = runner, shapes, runner.name
 
-    def infer(self, feed):
+    def infer(self, feed, keep=()):
         for k, v in feed.items():
-            self.shapes.setdefault((self.name, k), set()).add(tuple(v.shape))
-        return self.runner.infer(feed)
+            self.shapes.setdefault((self.name, k), set()).add(to_host(v).shape)
+        return self.runner.infer(feed, keep=keep)
 
 
 def track_masks(spec, runners: dict, backend: str, frames_dir: pathlib.Path, max_frames: int,
-                shapes: dict | None = None) -> tuple[list[np.ndarray], float]:
-    """Track PROMPT; returns (per-frame ``[1, H, W]`` bool masks at video resolution, seconds)."""
+                shapes: dict | None = None, num_frames: int = NUM_FRAMES,
+                banks: dict | None = None) -> tuple[list[np.ndarray], float]:
+    """Track PROMPT; returns (per-frame ``[1, H, W]`` bool masks at video resolution, seconds).
+
+    ``banks``: a dict to receive the memory banks (by object id).
+    """
     with contextlib.ExitStack() as stack:
         active = {name: stack.enter_context(runners[name]) for name in MODULES}
         if shapes is not None:
@@ -112,7 +117,8 @@ def track_masks(spec, runners: dict, backend: str, frames_dir: pathlib.Path, max
         masks = []
         t0 = time.perf_counter()
         with open_frames(frames_dir) as frames:
-            for out in track_frames(stepper, frames, [PROMPT], num_frames=NUM_FRAMES, max_frames=max_frames):
+            for out in track_frames(stepper, frames, [PROMPT], num_frames=num_frames, max_frames=max_frames,
+                                    banks=banks):
                 masks.append(upsample_logits(out.mask_logits, *VIDEO_HW) > 0)
         return masks, time.perf_counter() - t0
 
@@ -460,11 +466,22 @@ def trt_model_dir(request, tmp_path_factory) -> pathlib.Path:
     return d
 
 
+@pytest.fixture(scope="module")
+def pingpong_frames(vtest_frames, tmp_path_factory) -> pathlib.Path:
+    """GPU_FRAMES real frames: the 16-frame excerpt forward, then back (frames 14..1), as symlinks."""
+    d = tmp_path_factory.mktemp("pingpong")
+    files = sorted(vtest_frames.glob("*.jpg"))
+    for i, f in enumerate((files + files[-2:0:-1])[:GPU_FRAMES]):
+        (d / f"{i:05d}.jpg").symlink_to(f)
+    return d
+
+
 @needs_tensorrt_gpu
 @pytest.mark.slow
-def test_tensorrt_fp16_engines_track_like_onnxruntime(trt_model_dir, vtest_frames, ort_fp32_masks):
+def test_tensorrt_fp16_engines_track_like_onnxruntime(trt_model_dir, pingpong_frames):
     from sam2trt.runtime.base import open_runners
-    from sam2trt.runtime.tensorrt_backend import make_runners
+    from sam2trt.runtime.onnxruntime_backend import make_runners as ort_runners
+    from sam2trt.runtime.tensorrt_backend import CudaTensor, make_runners
 
     spec = load_model_spec(trt_model_dir)
     meta = json.loads((trt_model_dir / ENGINES_JSON).read_text())
@@ -474,12 +491,18 @@ def test_tensorrt_fp16_engines_track_like_onnxruntime(trt_model_dir, vtest_frame
     build_engines(trt_model_dir, precision="fp16", max_objects=2, log=lines.append)
     assert lines and "up to date" in lines[0]
 
-    masks, secs = track_masks(spec, make_runners(spec), "tensorrt", vtest_frames, NUM_FRAMES)
-    masks2, secs2 = track_masks(spec, make_runners(spec), "tensorrt", vtest_frames, NUM_FRAMES)  # warm
-    print(f"TensorRT fp16: {NUM_FRAMES} frames in {secs:.2f} s cold, {secs2:.2f} s warm "
-          f"({NUM_FRAMES / secs2:.1f} frames per second, 1 object, tracker + host copies included)")
-    ref, _ = ort_fp32_masks(NUM_FRAMES)
+    n, banks = GPU_FRAMES, {}
+    masks, secs = track_masks(spec, make_runners(spec), "tensorrt", pingpong_frames, n, num_frames=n, banks=banks)
+    masks2, secs2 = track_masks(spec, make_runners(spec), "tensorrt", pingpong_frames, n, num_frames=n)  # warm
+    print(f"TensorRT fp16: {n} frames in {secs:.2f} s cold, {secs2:.2f} s warm "
+          f"({n / secs2:.1f} frames per second, 1 object, tracker + host copies included)")
+    # The memory bank's spatial features stayed on the GPU.
+    kept = [m.maskmem_features for m in list(banks[PROMPT.obj_id].cond.values())
+            + list(banks[PROMPT.obj_id].non_cond.values()) if m.maskmem_features is not None]
+    assert kept and all(isinstance(f, CudaTensor) for f in kept)
+    ref, _ = track_masks(spec, ort_runners(spec), "onnxruntime", pingpong_frames, n, num_frames=n)
     assert mean_iou(masks, ref, "TensorRT fp16 vs ONNX Runtime fp32") >= MIN_MEAN_IOU
+    assert mean_iou(masks2, masks, "TensorRT fp16, second run vs first") >= 0.999
     with open_runners(spec, "auto") as runners:
         assert runners.backend == "tensorrt"
         # Outside the profile (3 objects > max_objects=2): one-line error naming the fix.
@@ -506,6 +529,9 @@ def test_tensorrt_runner_matches_onnxruntime_per_module(trt_model_dir):
     with trt_runners(spec)["memory_encoder"] as t, ort_runners(spec)["memory_encoder"] as o:
         got, want = t.infer(feed)["maskmem_features"], o.infer(feed)["maskmem_features"]
         again = t.infer(feed)["maskmem_features"]
+        kept = t.infer(feed, keep=("maskmem_features",))["maskmem_features"]  # stays on the GPU
+        np.testing.assert_array_equal(np.asarray(kept), got)
+        np.testing.assert_array_equal(np.asarray(kept[1]), got[1])
         t.infer(dict(feed, mask_logits=feed["mask_logits"][:1], object_score_logits=feed["object_score_logits"][:1],
                      binarize_mask=feed["binarize_mask"][:1]))
     assert got.shape == want.shape == (2, 64, 64, 64)
@@ -526,17 +552,19 @@ class FakeCudart:
         cudaSuccess = 0
 
     class cudaMemcpyKind:  # noqa: N801
-        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
+        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice = 1, 2, 3
 
     def __init__(self):
         import ctypes
 
-        self.ctypes, self.blocks, self.copies = ctypes, {}, 0
+        self.ctypes, self.blocks, self.copies, self.syncs = ctypes, {}, 0, 0
+        self.kinds: list[int] = []
 
     def _alloc(self, n):
-        buf = self.ctypes.create_string_buffer(n)
-        self.blocks[self.ctypes.addressof(buf)] = buf
-        return 0, self.ctypes.addressof(buf)
+        buf = self.ctypes.create_string_buffer(n + 256)  # cudaMalloc aligns to 256 bytes
+        ptr = -(-self.ctypes.addressof(buf) // 256) * 256
+        self.blocks[ptr] = buf
+        return 0, ptr
 
     def _free(self, ptr):
         self.blocks.pop(ptr)
@@ -552,6 +580,7 @@ class FakeCudart:
         return (0,)
 
     def cudaStreamSynchronize(self, s):
+        self.syncs += 1
         return (0,)
 
     def cudaGetErrorString(self, err):
@@ -560,6 +589,7 @@ class FakeCudart:
     def cudaMemcpyAsync(self, dst, src, n, kind, stream):
         self.ctypes.memmove(dst, src, n)
         self.copies += 1
+        self.kinds.append(kind)
         return (0,)
 
 
@@ -730,6 +760,62 @@ def test_tensorrt_runner_buffers_with_fake_cuda(tmp_path, monkeypatch):
         r.infer({"x": x})
     with pytest.raises(ModelError, match="build-engines"):
         TensorRTRunner(tmp_path / "missing.engine").__enter__()
+
+
+def test_tensorrt_runners_keep_tensors_on_the_device_with_fake_cuda(tmp_path, monkeypatch):
+    """Kept outputs live in the shared pool, feed other runners by address or by gather, and are recycled."""
+    import gc
+
+    import sam2trt.engine.environment as environment
+    from sam2trt.runtime.tensorrt_backend import CudaMemory, CudaTensor, TensorRTRunner
+
+    cuda = FakeCudart()
+    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt("10.3.0"))
+    monkeypatch.setattr(environment, "import_cudart", lambda: cuda)
+    path = tmp_path / "fake.engine"
+    path.write_bytes(b"serialized")
+    H2D, D2H, D2D = 1, 2, 3
+    memory = CudaMemory()
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    with TensorRTRunner(path, "a", memory) as a, TensorRTRunner(path, "b", memory) as b:
+        assert memory.users == 2 and a.memory.stream == b.memory.stream
+        cuda.kinds.clear()
+        syncs = cuda.syncs
+        t = a.infer({"x": x}, keep=("y",))["y"]
+        assert isinstance(t, CudaTensor) and t.shape == (2, 3) and t.ptr % 256 == 0
+        assert cuda.kinds == [H2D] and cuda.syncs == syncs  # the frame went up, nothing came down, no wait
+        assert a.context.addr["y"] == t.ptr  # the engine wrote the kept output in place
+        u = b.infer({"x": t})["y"]  # another runner, fed by address
+        assert b.context.addr["x"] == t.ptr and cuda.kinds == [H2D, D2H]
+        np.testing.assert_array_equal(u, 2 * (2 * x + 1) + 1)
+        cuda.kinds.clear()
+        v = b.infer({"x": [t[1], t[0], t[1]]})["y"]  # rows gathered on the device
+        assert cuda.kinds == [D2D, D2D, D2D, D2H] and b.context.addr["x"] == b._device["x"]
+        np.testing.assert_array_equal(v, 2 * (2 * x[[1, 0, 1]] + 1) + 1)
+        np.testing.assert_array_equal(np.asarray(t[1]), 2 * x[1] + 1)  # download of a row view
+        w = b.infer({"x": [t[0], np.full(3, 5, np.float32)]})["y"]  # mixed: through the host
+        np.testing.assert_array_equal(w, [2 * (2 * x[0] + 1) + 1, [11, 11, 11]])
+        with pytest.raises(RuntimeFailure, match="different shapes"):
+            b.infer({"x": [t, t[0]]})
+        with pytest.raises(RuntimeFailure, match="outside the engine profile"):
+            b.infer({"x": [t[0]] * 5})
+        with pytest.raises(TypeError, match="one row"):
+            t[0:1]
+        # The pool recycles a block once its last view is gone.
+        row, ptr = t[1], t.ptr
+        del t
+        gc.collect()
+        assert memory._free == {}
+        del row
+        gc.collect()
+        assert memory._free == {256: [ptr]}
+        assert a.infer({"x": x}, keep=("y",))["y"].ptr == ptr
+        leftover = a.infer({"x": x}, keep=("y",))["y"]
+    assert memory.users == 0 and memory.stream is None
+    assert cuda.blocks == {}  # engines' buffers, pinned buffers and the pool: all freed
+    del leftover
+    gc.collect()
+    assert memory._free == {}  # a block outliving its pool does not come back
 
 
 @pytest.mark.slow

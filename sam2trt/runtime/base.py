@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Collection, Protocol
 
 import numpy as np
 
@@ -18,9 +18,16 @@ class Runner(Protocol):
     """One module's inference session.
 
     A runner is a context manager that owns its session and buffers from
-    ``__enter__`` to ``__exit__``. ``infer`` takes a feed of named float32/int32
-    arrays (shapes as in :mod:`sam2trt.export.modules`) and returns every output
-    by name as a NumPy array the caller may keep.
+    ``__enter__`` to ``__exit__``. ``infer(feed, keep=())`` takes a feed of
+    named inputs (shapes as in :mod:`sam2trt.export.modules`) and returns every
+    output by name. An input is a float32/int32 NumPy array, a tensor an
+    earlier call of the same model's runners returned, or a (nested) list of
+    either, stacked along new leading axes (e.g. ``[B][T]`` memory frames of
+    ``[Cm, H, W]`` each for ``maskmem_features``). Outputs named in ``keep`` may
+    stay in the backend's memory (TensorRT: a GPU
+    :class:`~sam2trt.runtime.tensorrt_backend.CudaTensor`, to feed back in);
+    every other output is a NumPy array the caller may keep. Both kinds support
+    ``t.shape``, ``t[i]`` (row ``i`` along axis 0) and ``np.asarray(t)``.
     """
 
     name: str
@@ -29,7 +36,18 @@ class Runner(Protocol):
 
     def __exit__(self, *exc) -> None: ...
 
-    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    def infer(self, feed: dict, keep: Collection[str] = ()) -> dict: ...
+
+
+def to_host(value) -> np.ndarray:
+    """A feed value as one host array: nested lists are stacked, device tensors downloaded.
+
+    ``value``: an array, anything ``np.asarray`` takes (a kept device tensor), or a
+    nested list of those with equal shapes. Returns the stacked NumPy array.
+    """
+    if isinstance(value, (list, tuple)):
+        return np.stack([to_host(v) for v in value])
+    return np.asarray(value)
 
 
 @dataclass

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import os
 import pathlib
+from typing import Collection
 
 import numpy as np
 
 from sam2trt.errors import ModelError, UsageError
 from sam2trt.model_spec import MODULES, ModelSpec
+from sam2trt.runtime.base import to_host
 
 
 def session_options(threads: int | None = None):
@@ -68,8 +70,16 @@ class OnnxRuntimeRunner:
     def __exit__(self, *exc) -> None:
         self.session = None
 
-    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the module. ``feed`` maps every input name to a C-contiguous array."""
+    def infer(self, feed: dict, keep: Collection[str] = ()) -> dict[str, np.ndarray]:
+        """Run the module; returns every output by name as a new NumPy array.
+
+        Args:
+            feed: every input name mapped to an array, or a nested list of arrays
+                to stack (see :class:`~sam2trt.runtime.base.Runner`).
+            keep: accepted for the runner interface; host memory is this
+                backend's device memory, so outputs are NumPy arrays either way.
+        """
+        feed = {k: np.ascontiguousarray(to_host(v)) for k, v in feed.items()}
         outs = self.session.run(self.output_names, feed)
         return dict(zip(self.output_names, outs))
 

@@ -1,6 +1,11 @@
 """The per-frame step: image encoder -> memory attention -> mask decoder -> memory encoder.
 
-Pure NumPy around four module runners (any backend with ``infer(feed) -> dict``).
+Pure NumPy around four module runners (any backend with ``infer(feed, keep) -> dict``).
+Large tensors -- the image encoder features, the memory attention output and
+the memory bank's spatial features -- are asked for with ``keep=`` and passed
+back into the runners as they came: NumPy arrays on ONNX Runtime, GPU tensors on
+TensorRT, where they never leave the device. The core reads only the mask
+decoder's outputs on the host (mask choice, object-score gating, hole filling).
 The memory banks are plain :class:`~sam2trt.tracker.memory_bank.ObjectMemory`
 values the caller holds and passes in; :class:`FrameStepper` keeps no per-video
 state. :func:`track_frames` is the loop over a stream of frames.
@@ -30,12 +35,16 @@ class ImageFeatures:
     """Image encoder outputs for one frame (all float32, batch 1).
 
     ``high_res_feat0`` ``[1, C/8, 4H, 4W]``, ``high_res_feat1`` ``[1, C/4, 2H, 2W]``,
-    ``vision_feat`` ``[1, C, H, W]``.
+    ``vision_feat`` ``[1, C, H, W]``: NumPy arrays, or tensors kept on the
+    backend's device (``np.asarray`` downloads them).
     """
 
     high_res_feat0: np.ndarray
     high_res_feat1: np.ndarray
     vision_feat: np.ndarray
+
+    #: the image encoder outputs, in field order
+    names = ("high_res_feat0", "high_res_feat1", "vision_feat")
 
 
 @dataclass
@@ -100,7 +109,7 @@ class FrameStepper:
         spec = self.spec
         if image is None:
             image = preprocess_frame(rgb, spec.image_size, spec.image_mean, spec.image_std)
-        out = self.runners.image_encoder.infer({"image": image})
+        out = self.runners.image_encoder.infer({"image": image}, keep=ImageFeatures.names)
         return ImageFeatures(out["high_res_feat0"], out["high_res_feat1"], out["vision_feat"])
 
     # -- mask decoder + choice ---------------------------------------------
@@ -121,14 +130,15 @@ class FrameStepper:
         masks to ``NO_OBJ_SCORE``; ``fixed_no_obj_ptr`` / ``no_obj_ptr`` mixing).
 
         Args:
-            pix_feat: ``[B, C, H, W]``; coords ``[B, N, 2]`` float32 (model pixels);
+            pix_feat: ``[B, C, H, W]`` (an array, a kept tensor, or a list of ``B``
+                ``[C, H, W]`` rows); coords ``[B, N, 2]`` float32 (model pixels);
                 labels ``[B, N]`` int32; mask_input ``[B, 1, h, w]`` float32 dense
                 mask prompt or ``None``.
         Returns:
             ``(mask_logits [B, h, w], obj_ptr [B, C], object_score_logits [B])``, float32.
         """
         spec = self.spec
-        B = pix_feat.shape[0]
+        B = len(pix_feat)
         out = self.runners.mask_decoder.infer({
             "pix_feat": pix_feat,
             "high_res_feat0": feats.high_res_feat0,
@@ -167,10 +177,13 @@ class FrameStepper:
     # -- memory encoder -----------------------------------------------------
     def _encode_memory(self, feats: ImageFeatures, mask_logits: np.ndarray, scores: np.ndarray,
                        binarize: bool) -> np.ndarray:
-        """Run the memory encoder; returns ``[B, mem_dim, H, W]`` bfloat16-rounded float32.
+        """Run the memory encoder; returns ``[B, mem_dim, H, W]`` float32 spatial memory.
 
         Mirrors ``SAM2Base._encode_new_memory`` plus the bfloat16 storage of
-        ``SAM2VideoPredictor._run_single_frame_inference``.
+        ``SAM2VideoPredictor._run_single_frame_inference``: host arrays are
+        rounded to bfloat16 precision. Memory kept on a GPU (TensorRT) stays as
+        the engine wrote it: there is no rounding kernel on the device, and the
+        fp16 engines' own rounding is of the same order.
         """
         B = mask_logits.shape[0]
         out = self.runners.memory_encoder.infer({
@@ -178,8 +191,9 @@ class FrameStepper:
             "mask_logits": mask_logits[:, None],
             "object_score_logits": scores.reshape(B, 1),
             "binarize_mask": np.full((B,), 1.0 if binarize else 0.0, np.float32),
-        })
-        return round_to_bfloat16(out["maskmem_features"])
+        }, keep=("maskmem_features",))
+        maskmem = out["maskmem_features"]
+        return round_to_bfloat16(maskmem) if isinstance(maskmem, np.ndarray) else maskmem
 
     @staticmethod
     def _results(filled, ptrs, scores, maskmem) -> list[ObjectResult]:
@@ -205,10 +219,14 @@ class FrameStepper:
             One :class:`ObjectResult` per prompt, in order; ``result.memory`` is the
             object's conditioning-frame memory.
         """
+        if not prompts:
+            return []
         spec = self.spec
         results: list[ObjectResult | None] = [None] * len(prompts)
         groups: dict[int, list[int]] = {}
-        base = feats.vision_feat + spec.no_mem_embed[None, :, None, None]
+        # A fresh object's frame has no memory: vision features + no_mem_embed, on the host
+        # (once per object; the tracking frames below never download the features).
+        base = np.asarray(feats.vision_feat) + spec.no_mem_embed[None, :, None, None]
         encoded = {}
         for i, p in enumerate(prompts):
             if p.mask is not None:
@@ -282,9 +300,15 @@ class FrameStepper:
         groups: dict[tuple, list[int]] = {}
         for i, sel in enumerate(selections):
             groups.setdefault(sel.layout, []).append(i)
-        pix = np.empty((len(banks),) + feats.vision_feat.shape[1:], np.float32)
+        rows: list = [None] * len(banks)
         for idx in groups.values():
-            pix[idx] = self._attend(feats, [selections[i] for i in idx])
+            out = self._attend(feats, [selections[i] for i in idx])
+            if len(groups) == 1:
+                rows = out  # one layout: the batch is in bank order already
+                break
+            for j, i in enumerate(idx):
+                rows[i] = out[j]
+        pix = rows
         B = len(banks)
         coords = np.broadcast_to(self._no_points[0], (B, 1, 2)).copy()
         labels = np.broadcast_to(self._no_points[1], (B, 1)).copy()
@@ -293,15 +317,20 @@ class FrameStepper:
         return self._results(fill_holes(mask, self.fill_hole_area), ptr, scores, maskmem)
 
     def _attend(self, feats: ImageFeatures, sels: list[MemorySelection]) -> np.ndarray:
-        """Memory attention for objects sharing one selection layout -> ``[B, C, H, W]``."""
+        """Memory attention for objects sharing one selection layout -> ``[B, C, H, W]`` (kept).
+
+        The selected spatial memories go in as a ``[B][T]`` list (stacked by the
+        runner: on the GPU for TensorRT); the object pointers (``C`` floats each)
+        come from the host, where the mask choice made them.
+        """
         sel0 = sels[0]
         out = self.runners.memory_attention.infer({
             "vision_feat": feats.vision_feat,
-            "maskmem_features": np.stack([np.stack(s.features) for s in sels]),
+            "maskmem_features": [list(s.features) for s in sels],
             "memory_tpos_enc": np.ascontiguousarray(self.spec.maskmem_tpos_enc[sel0.tpos_index]),
             "obj_ptrs": np.stack([np.stack(s.obj_ptrs) for s in sels]),
             "obj_ptr_tpos": sel0.obj_ptr_tpos(),
-        })
+        }, keep=("pix_feat_with_mem",))
         return out["pix_feat_with_mem"]
 
 

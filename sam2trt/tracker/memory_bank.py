@@ -43,8 +43,9 @@ class FrameMemory:
     """What one frame leaves in one object's memory bank.
 
     Attributes:
-        maskmem_features: ``[mem_dim, H, W]`` float32 (bfloat16-rounded) spatial
-            memory, or ``None`` once the frame is too old to be selected.
+        maskmem_features: ``[mem_dim, H, W]`` float32 spatial memory
+            (bfloat16-rounded on the host; a GPU tensor on TensorRT), or
+            ``None`` once the frame is too old to be selected.
         obj_ptr: ``[hidden_dim]`` float32 object pointer.
         object_score_logit: the frame's object score logit (> 0: object present).
     """
@@ -73,7 +74,8 @@ class MemorySelection:
     """The memories one object attends to on one frame.
 
     Attributes:
-        features: spatial memories, each ``[mem_dim, H, W]`` float32.
+        features: spatial memories, each ``[mem_dim, H, W]`` float32 (host
+            arrays or device tensors, as stored).
         tpos_index: for each, the row of ``maskmem_tpos_enc`` to add
             (``num_maskmem - t_pos - 1``).
         obj_ptrs: object pointers, each ``[hidden_dim]`` float32.
