@@ -215,7 +215,7 @@ def test_fp16_onnx_is_mixed_precision_with_fp32_islands(tiny_model_dir, fp16_mod
             assert {"LayerNormalization", "Softmax"} <= ops, (module, ops)
         if module == "memory_encoder":
             assert {"ReduceMean", "Pow", "Sqrt", "Resize"} <= ops, ops
-    print(f"fp16 files: " + ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in fp16_paths(spec).values()))
+    print("fp16 files: " + ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in fp16_paths(spec).values()))
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Runtime backends: one runner per module, each a context manager with
-``infer(feed_dict) -> dict`` (the Polygraphy runner shape).
+``infer(feed, keep=()) -> dict`` (the Polygraphy runner shape; ``keep``
+names outputs a device backend may leave in its memory).
 
 - :mod:`sam2trt.runtime.onnxruntime_backend` -- ONNX Runtime (CPU, default everywhere)
 - :mod:`sam2trt.runtime.tensorrt_backend`    -- TensorRT engines on pinned CUDA buffers
