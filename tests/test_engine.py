@@ -734,15 +734,23 @@ def make_fake_trt(version: str):
     return trt
 
 
-def test_tensorrt_runner_buffers_with_fake_cuda(tmp_path, monkeypatch):
+@pytest.fixture()
+def fake_engine(tmp_path, monkeypatch) -> tuple[FakeCudart, pathlib.Path]:
+    """``(cuda, engine path)``: the fake TensorRT 10 and cuda-python installed, and an engine file."""
     import sam2trt.engine.environment as environment
-    from sam2trt.runtime.tensorrt_backend import TensorRTRunner
 
     cuda = FakeCudart()
     monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt("10.3.0"))
     monkeypatch.setattr(environment, "import_cudart", lambda: cuda)
     path = tmp_path / "fake.engine"
     path.write_bytes(b"serialized")
+    return cuda, path
+
+
+def test_tensorrt_runner_buffers_with_fake_cuda(tmp_path, fake_engine):
+    from sam2trt.runtime.tensorrt_backend import TensorRTRunner
+
+    cuda, path = fake_engine
     with TensorRTRunner(path) as r:
         assert r.max_shapes == {"x": (4, 3), "y": (4, 3)} and len(cuda.blocks) == 4  # device + pinned host each
         x = np.arange(6, dtype=np.float64).reshape(2, 3)  # converted to the engine's float32
@@ -762,18 +770,13 @@ def test_tensorrt_runner_buffers_with_fake_cuda(tmp_path, monkeypatch):
         TensorRTRunner(tmp_path / "missing.engine").__enter__()
 
 
-def test_tensorrt_runners_keep_tensors_on_the_device_with_fake_cuda(tmp_path, monkeypatch):
+def test_tensorrt_runners_keep_tensors_on_the_device_with_fake_cuda(fake_engine):
     """Kept outputs live in the shared pool, feed other runners by address or by gather, and are recycled."""
     import gc
 
-    import sam2trt.engine.environment as environment
     from sam2trt.runtime.tensorrt_backend import CudaMemory, CudaTensor, TensorRTRunner
 
-    cuda = FakeCudart()
-    monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt("10.3.0"))
-    monkeypatch.setattr(environment, "import_cudart", lambda: cuda)
-    path = tmp_path / "fake.engine"
-    path.write_bytes(b"serialized")
+    cuda, path = fake_engine
     H2D, D2H, D2D = 1, 2, 3
     memory = CudaMemory()
     x = np.arange(6, dtype=np.float32).reshape(2, 3)

@@ -442,12 +442,12 @@ class TensorRTRunner:
                 raise RuntimeFailure(f"{self.name}: input {n} missing from the feed")
             self._bind_input(n, feed[n])
         shapes = {n: tuple(self.context.get_tensor_shape(n)) for n in self.output_names}
+        sizes = {n: int(np.prod(shapes[n], dtype=np.int64)) for n in self.output_names}
         kept = {}
         for n in self.output_names:
             addr = self._device[n]
             if n in keep:
-                nbytes = int(np.prod(shapes[n], dtype=np.int64)) * self.dtypes[n].itemsize
-                block = mem.alloc(nbytes)
+                block = mem.alloc(sizes[n] * self.dtypes[n].itemsize)
                 kept[n] = CudaTensor(block, block.ptr, shapes[n], self.dtypes[n])
                 addr = block.ptr
             if not self.context.set_tensor_address(n, addr):
@@ -457,19 +457,15 @@ class TensorRTRunner:
         host = [n for n in self.output_names if n not in kept]
         d2h = rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for n in host:
-            nbytes = int(np.prod(shapes[n], dtype=np.int64)) * self.dtypes[n].itemsize
-            mem.copy(self._host_ptr[n], self._device[n], nbytes, d2h, f"{self.name}: copy of {n} from the GPU")
+            mem.copy(self._host_ptr[n], self._device[n], sizes[n] * self.dtypes[n].itemsize, d2h,
+                     f"{self.name}: copy of {n} from the GPU")
         if host:
             mem.synchronize()
         else:
             self._pending = True
         out = {}
         for n in self.output_names:
-            if n in kept:
-                out[n] = kept[n]
-            else:
-                size = int(np.prod(shapes[n], dtype=np.int64))
-                out[n] = self._host[n][:size].reshape(shapes[n]).copy()
+            out[n] = kept[n] if n in kept else self._host[n][:sizes[n]].reshape(shapes[n]).copy()
         return out
 
 

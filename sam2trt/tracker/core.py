@@ -300,15 +300,14 @@ class FrameStepper:
         groups: dict[tuple, list[int]] = {}
         for i, sel in enumerate(selections):
             groups.setdefault(sel.layout, []).append(i)
-        rows: list = [None] * len(banks)
-        for idx in groups.values():
-            out = self._attend(feats, [selections[i] for i in idx])
-            if len(groups) == 1:
-                rows = out  # one layout: the batch is in bank order already
-                break
-            for j, i in enumerate(idx):
-                rows[i] = out[j]
-        pix = rows
+        if len(groups) == 1:
+            pix = self._attend(feats, selections)  # one layout: one batch, in bank order
+        else:
+            pix = [None] * len(banks)  # rows in bank order, stacked by the mask decoder's runner
+            for idx in groups.values():
+                out = self._attend(feats, [selections[i] for i in idx])
+                for j, i in enumerate(idx):
+                    pix[i] = out[j]
         B = len(banks)
         coords = np.broadcast_to(self._no_points[0], (B, 1, 2)).copy()
         labels = np.broadcast_to(self._no_points[1], (B, 1)).copy()
