@@ -1,5 +1,12 @@
 # sam2trt: install, demo and tests on a fresh machine (CPU; TensorRT is optional).
+# pip installs into the active virtual environment (or conda env). Without one, into a
+# project .venv, created on first use: system Pythons on Debian/Ubuntu refuse pip (PEP 668).
+ifneq ($(VIRTUAL_ENV)$(CONDA_PREFIX),)
 PYTHON ?= python3
+else
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+endif
 PIP = $(PYTHON) -m pip
 VIDEO ?= ../shared/videos/vtest.avi
 MODEL ?= engines/sam2.1_hiera_t_random
@@ -7,12 +14,19 @@ OUT ?= out
 
 .PHONY: install demo test test-fast bench clean
 
+ifneq ($(VENV),)
+$(VENV):
+	python3 -m venv $(VENV) || { echo "error: cannot create $(VENV): install python3-venv (apt-get install python3-venv) or activate a virtual environment" >&2; exit 1; }
+endif
+
 # torch==2.13.0 must be the CPU wheel: install it first so nothing pulls a CUDA build.
 # The official sam2 package goes in with --no-deps (its torchvision pin pulls CUDA torch;
-# video prediction does not use torchvision).
-install:
+# video prediction does not use torchvision) and --no-build-isolation (an isolated build
+# environment would fetch the newest torch, a CUDA build, just to build it).
+install: $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q --no-deps sam2==1.1.0
+	$(PIP) install -q --no-deps --no-build-isolation sam2==1.1.0
 	$(PIP) install -q -e '.[export,test]'
 
 # Export SAM 2.1 tiny with random weights (no checkpoint needed) and track two pedestrians.

@@ -15,9 +15,10 @@ lines); see the README's "Batch jobs" section. Manifest columns:
 
 Relative paths in a manifest (inputs, outputs, mask PNGs) are resolved
 against the manifest's folder. Each output is written under a temporary
-name and renamed when closed; while a job runs, a marker ``.NAME.incomplete``
-sits next to each of its outputs and is removed only when the job succeeds,
-so ``--skip-existing`` re-runs a video whose outputs are partial.
+name and moved into place at the end of the job; when a failed or interrupted
+job leaves partial outputs, a marker ``.NAME.incomplete`` sits next to each of
+them until a later run of the job succeeds, so ``--skip-existing`` re-runs a
+video whose outputs are partial.
 """
 
 from __future__ import annotations
@@ -26,13 +27,16 @@ import contextlib
 import csv
 import json
 import os
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 from sam2trt.errors import Interrupted, Sam2TrtError, UsageError
-from sam2trt.pipeline import TrackJob, TrackSummary, interrupt_guard, run_track, validate_job
+from sam2trt.pipeline import TrackJob, TrackSummary, marker_path, run_track
+from sam2trt.signals import signal_guard
 from sam2trt.tracker.prompts import build_prompts, load_mask_png
+from sam2trt.validation import validate_job
 
 COLUMNS = ("input", "box", "point", "mask", "prompt_frame", "max_frames", "out", "masks_dir", "json", "coco")
 OUTPUTS = TrackJob.OUTPUTS
@@ -58,32 +62,55 @@ class JobSpec:
     outputs: dict[str, str] = field(default_factory=dict)
     base: str | None = None
     where: str = ""
+    manifest: str | None = None
 
-    def to_track_job(self, fill_hole_area: int | None = None) -> TrackJob:
+    def to_track_job(self, fill_hole_area: int | None = None, **options) -> TrackJob:
         """Build the prompts (loading mask PNGs) into a :class:`TrackJob`.
 
+        ``options``: further :class:`TrackJob` fields (``crf``, ``preset``).
         Raises:
             UsageError: malformed prompt text. InputError: unreadable mask PNG.
         """
+        files: list[str] = [self.manifest] if self.manifest else []
+
         def load(path: str):
-            return load_mask_png(str(Path(self.base) / path) if self.base else path)
+            full = str(Path(self.base) / path) if self.base else path
+            files.append(full)
+            return load_mask_png(full)
 
         prompts = build_prompts(self.boxes, self.points, self.masks, self.prompt_frame, load_mask=load)
         return TrackJob(video=self.video, prompts=prompts, max_frames=self.max_frames,
-                        fill_hole_area=fill_hole_area, **self.outputs)
+                        fill_hole_area=fill_hole_area, input_files=tuple(files), **self.outputs, **options)
+
+
+PATTERN_FIELDS = ("stem", "name", "index")
 
 
 def expand(pattern: str | None, video: str, index: int) -> str | None:
     """Substitute ``{stem}`` (name without extension), ``{name}`` and ``{index}`` (0-based job number).
 
-    Format specs work (``{index:03d}``). Raises :class:`UsageError` for an
-    unknown field or stray braces.
+    Format specs work (``{index:03d}``); nothing else does (no attribute or item
+    access, no conversions). Names come from the input's resolved path, so an
+    input like ``../a/sub/..`` gives ``a``, never ``..``.
+    Raises :class:`UsageError` for an unknown field, stray braces, or an input
+    whose name cannot be a file name.
     """
     if not pattern:
         return None
-    p = Path(video.rstrip("/\\") or video)
     try:
-        return pattern.format(stem=p.stem if p.suffix and not p.is_dir() else p.name, name=p.name, index=index)
+        fields = [(f, conv) for _, f, _, conv in string.Formatter().parse(pattern) if f is not None]
+        for f, conv in fields:
+            if f not in PATTERN_FIELDS or conv:
+                raise KeyError(f)
+    except (KeyError, ValueError) as e:
+        raise UsageError(f"bad output pattern {pattern!r} ({type(e).__name__}: {e}): "
+                         "use {stem}, {name} or {index}, and {{ }} for literal braces") from None
+    p = Path(os.path.realpath(video))
+    name = p.name
+    if {"stem", "name"} & {f for f, _ in fields} and name in ("", ".", ".."):
+        raise UsageError(f"input {video} has no name to put in {pattern!r}: name the input folder or file")
+    try:
+        return pattern.format(stem=p.stem if p.suffix and not p.is_dir() else name, name=name, index=index)
     except (KeyError, IndexError, ValueError) as e:
         raise UsageError(f"bad output pattern {pattern!r} ({type(e).__name__}: {e}): "
                          "use {stem}, {name} or {index}, and {{ }} for literal braces") from None
@@ -150,6 +177,15 @@ def read_manifest(path: str | os.PathLike) -> list[tuple[str, dict]]:
     return rows
 
 
+def check_numbers(prompt_frame: int | None, max_frames: int | None, where: str = "") -> None:
+    """Raise :class:`UsageError` for a negative prompt frame or ``max_frames`` < 1 (``where``: for messages)."""
+    at = f" ({where})" if where else ""
+    if prompt_frame is not None and prompt_frame < 0:
+        raise UsageError(f"--prompt-frame {prompt_frame}{at} is negative: frames count from 0")
+    if max_frames is not None and max_frames < 1:
+        raise UsageError(f"--max-frames {max_frames}{at} must be at least 1")
+
+
 def plan_jobs(videos: Iterable[str], manifest: str | os.PathLike | None, *, boxes: list[str], points: list[str],
               masks: list[str], prompt_frame: int, max_frames: int | None,
               patterns: dict[str, str | None]) -> list[JobSpec]:
@@ -188,7 +224,7 @@ def plan_jobs(videos: Iterable[str], manifest: str | os.PathLike | None, *, boxe
                 rb, rp, rm = boxes, points, masks
             specs.append(JobSpec(video, list(rb), list(rp), list(rm), prompt_frame=prompt_frame if pf is None else pf,
                                  max_frames=max_frames if mf is None else mf, outputs=outs,
-                                 base=str(base) if own_prompts else None, where=where))
+                                 base=str(base) if own_prompts else None, where=where, manifest=str(manifest)))
     for n, video in enumerate(videos, 1):
         index = len(specs)
         outs = {k: expand(patterns.get(k), str(video), index) for k in OUTPUTS if patterns.get(k)}
@@ -197,6 +233,7 @@ def plan_jobs(videos: Iterable[str], manifest: str | os.PathLike | None, *, boxe
     if not specs:
         raise UsageError("no video: give VIDEO arguments or --manifest PATH")
     for s in specs:
+        check_numbers(s.prompt_frame, s.max_frames, s.where if manifest else "")
         if not (s.boxes or s.points or s.masks):
             raise UsageError(f"no objects for {s.video} ({s.where}): give at least one --box x,y,w,h, --point x,y "
                              "or --mask PNG, or box/point/mask in the manifest")
@@ -220,36 +257,17 @@ def plan_jobs(videos: Iterable[str], manifest: str | os.PathLike | None, *, boxe
     return specs
 
 
-def marker_path(output: str) -> Path:
-    """The ``.NAME.incomplete`` marker next to an output file or folder."""
-    p = Path(output.rstrip("/\\"))
-    return p.with_name(f".{p.name}.incomplete")
-
-
 def outputs_complete(job: TrackJob) -> bool:
     """True when the job has outputs, all of them exist and none carries an ``.incomplete`` marker."""
     outs = job.outputs()
     return bool(outs) and all(os.path.exists(p) and not marker_path(p).exists() for p in outs.values())
 
 
-def _mark(job: TrackJob) -> None:
-    for p in job.outputs().values():
-        m = marker_path(p)
-        with contextlib.suppress(OSError):
-            m.parent.mkdir(parents=True, exist_ok=True)
-            m.touch()
-
-
-def _unmark(job: TrackJob) -> None:
-    for p in job.outputs().values():
-        with contextlib.suppress(OSError):
-            marker_path(p).unlink()
-
-
 def run_batch(specs: list[JobSpec], spec, open_runners: Callable[[], contextlib.AbstractContextManager], *,
               fill_hole_area: int | None = None, skip_existing: bool = False,
               on_done: Callable[[TrackSummary], None] | None = None,
-              on_start: Callable[[int, TrackJob], Callable | None] | None = None) -> list[TrackSummary]:
+              on_start: Callable[[int, TrackJob], Callable | None] | None = None,
+              job_options: dict | None = None) -> list[TrackSummary]:
     """Run the jobs in order with one set of runners, opened at the first job that passes validation.
 
     A job that fails (input error, runtime failure) is recorded and the batch
@@ -262,6 +280,7 @@ def run_batch(specs: list[JobSpec], spec, open_runners: Callable[[], contextlib.
         spec: the :class:`~sam2trt.model_spec.ModelSpec`.
         open_runners: called once, returns a context manager yielding the runners.
         skip_existing: skip jobs whose outputs are all complete (status "skipped").
+        job_options: further :class:`~sam2trt.pipeline.TrackJob` fields for every job (``crf``, ``preset``).
         on_done: called with each job's summary as soon as it is known.
         on_start: called as ``on_start(index, job)`` before tracking; may return a
             progress callback ``(done, total)``.
@@ -272,29 +291,29 @@ def run_batch(specs: list[JobSpec], spec, open_runners: Callable[[], contextlib.
     """
     summaries: list[TrackSummary] = []
     runners: list = []
+    job_options = job_options or {}
 
     def one(i: int, s: JobSpec, summary: TrackSummary) -> None:
         try:
-            job = s.to_track_job(fill_hole_area)
+            job = s.to_track_job(fill_hole_area, **job_options)
             if skip_existing and outputs_complete(job):
                 summary.status, summary.outputs = "skipped", job.outputs()
                 return
-            validate_job(job, spec)
+            plan = validate_job(job, spec)
         except Sam2TrtError as e:
             summary.status, summary.error, summary.exit_code = "error", str(e), e.exit_code
             return
         if not runners:
             runners.append(stack.enter_context(open_runners()))
-        _mark(job)
         try:
-            run_track(job, spec, runners[0], progress=on_start(i, job) if on_start else None, summary=summary)
-            _unmark(job)
+            run_track(job, spec, runners[0], progress=on_start(i, job) if on_start else None, summary=summary,
+                      plan=plan)
         except Interrupted:
             raise
         except Sam2TrtError:
             pass  # status, error and exit code are in the summary (run_track fills it)
 
-    with contextlib.ExitStack() as stack, interrupt_guard():
+    with contextlib.ExitStack() as stack, signal_guard():
         for i, s in enumerate(specs):
             summary = TrackSummary(video=s.video)
             summaries.append(summary)

@@ -11,12 +11,15 @@ import contextlib
 import json
 import os
 import pathlib
+import signal
 import sys
 from typing import List, Optional
 
 import typer
 
-from sam2trt.errors import Sam2TrtError, UsageError
+from sam2trt.errors import Interrupted, RuntimeFailure, Sam2TrtError, UsageError
+from sam2trt.signals import signal_guard
+from sam2trt.video.writers import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="SAM 2 / SAM 2.1 video object tracking: export to ONNX, build TensorRT engines, track.")
@@ -93,7 +96,10 @@ def build_engines(
 def doctor(model: Optional[pathlib.Path] = typer.Option(None, "--model", help="also say which backend `track` would use for it")):
     """Print what this machine has (GPU, driver, CUDA, TensorRT, ONNX Runtime) and the backend track would use."""
     from sam2trt.engine.environment import doctor_lines
+    from sam2trt.model_spec import load_model_spec
 
+    if model is not None:
+        load_model_spec(model)  # a missing or broken model folder is an error (exit 3), not a line
     for line in doctor_lines(model):
         print(line)
 
@@ -118,7 +124,9 @@ def track(
     skip_existing: bool = typer.Option(False, "--skip-existing", help="skip videos whose outputs all exist and are complete"),
     fill_hole_area: Optional[int] = typer.Option(None, help="fill mask holes up to this area (low-res pixels); 0 = off; default 8"),
     backend: str = typer.Option("auto", help="auto | onnxruntime | tensorrt"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime (default: all cores)"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime, 1..cores (default: all cores)"),
+    crf: int = typer.Option(DEFAULT_CRF, help="--out quality: libx264 constant rate factor, 0 (lossless) .. 51"),
+    preset: str = typer.Option(DEFAULT_PRESET, help="--out speed: libx264 preset, ultrafast .. veryslow"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
 ):
     """Track objects through one or more videos and write overlay videos, PNG masks, JSON lines and COCO RLE.
@@ -134,6 +142,11 @@ def track(
 
     if not videos and manifest is None:
         raise UsageError("no video: give VIDEO (a video file or frame folder) or --manifest PATH")
+    check_threads(threads)
+    if not 0 <= crf <= 51:
+        raise UsageError(f"--crf {crf} is out of range: use 0 (lossless) .. 51 (default {DEFAULT_CRF})")
+    if preset not in X264_PRESETS:
+        raise UsageError(f"--preset {preset!r} is not a libx264 preset: use one of {', '.join(X264_PRESETS)}")
     if fill_hole_area is not None and fill_hole_area < 0:
         raise UsageError(f"--fill-hole-area {fill_hole_area} must be >= 0")
     if manifest is None and not (box or point or mask):
@@ -162,7 +175,12 @@ def track(
         if bar:
             bar.__exit__(None, None, None)
         if json_summary:
-            print(json.dumps(summary.as_dict()), flush=True)
+            try:
+                print(json.dumps(summary.as_dict()), flush=True)
+            except BrokenPipeError:
+                _silence_stdout()
+                raise RuntimeFailure(f"standard output was closed before the summary of {summary.video} was "
+                                     "printed: keep the reading end of --json-summary open") from None
         if summary.status == "ok" and not quiet:
             _err(f"tracked {summary.video}: {summary.frames} frames in {summary.seconds:.1f} s "
                  f"({summary.frames / max(summary.seconds, 1e-9):.2f} fps)")
@@ -172,7 +190,7 @@ def track(
             _err(f"error: {summary.error}" if summary.video in (summary.error or "") else f"error: {summary.video}: {summary.error}")
 
     summaries = run_batch(specs, spec, opened, fill_hole_area=fill_hole_area, skip_existing=skip_existing,
-                          on_done=on_done, on_start=on_start)
+                          on_done=on_done, on_start=on_start, job_options={"crf": crf, "preset": preset})
     failed = [s for s in summaries if s.exit_code]
     if failed:
         err = _Err(f"{len(failed)} of {len(summaries)} videos failed, first {failed[0].video}: see the lines above"
@@ -201,6 +219,7 @@ def bench(
 
     if frames < 1 or objects < 1:
         raise UsageError("--frames and --objects must be at least 1")
+    check_threads(threads)
     spec = load_model_spec(model)
     with tempfile.TemporaryDirectory(prefix="sam2trt-clip-") as tmp:
         src = str(video) if video else synthetic_clip(tmp, frames)
@@ -208,6 +227,23 @@ def bench(
             result = run_bench(spec, runners, src, frames, objects)
     result["threads"] = threads or os.cpu_count()
     print(json.dumps(result) if as_json else format_bench(result))
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask), at least 1."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def check_threads(threads: int | None) -> None:
+    """``--threads`` must be 1..usable_cores(); raises :class:`UsageError` naming the limit."""
+    if threads is None:
+        return
+    limit = usable_cores()
+    if not 1 <= threads <= limit:
+        raise UsageError(f"--threads {threads} is out of range: use 1..{limit} (the cores available here)")
 
 
 class _progress:
@@ -236,29 +272,92 @@ class _progress:
             self.bar.__exit__(*exc)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Console entry point: run the app, turning sam2trt errors into one line and an exit code."""
-    try:
-        app(args=argv, standalone_mode=False)
-    except Sam2TrtError as e:
-        _err(f"error: {e}")
-        return e.exit_code
-    except KeyboardInterrupt:
-        _err("error: interrupted")
-        return 130
-    except SystemExit as e:  # typer/click --help and usage errors
-        return int(e.code or 0)
-    except Exception as e:  # click usage errors carry exit codes too
-        import click
+def _usage_message(exc: Exception) -> str:
+    """One line for a usage error raised by typer's parser (missing/unknown option, bad value, no command)."""
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", None) or "sam2trt"
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        what = "no command given" if " " not in path else "no arguments given"
+    else:
+        what = " ".join(exc.format_message().split()).rstrip(".")
+        what = what[:1].lower() + what[1:]
+    return f"{what}: run `{path} --help` for usage"
 
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            return e.exit_code
-        if isinstance(e, click.exceptions.Abort):
-            _err("error: aborted")
-            return 130
-        raise
+
+def _is_parser_error(exc: BaseException) -> bool:
+    """True for the exceptions of the click copy bundled in typer (usage errors and aborts).
+
+    Matched by shape, not by import: typer >= 0.29 bundles its own click and does
+    not install ``click``, so the project never imports it.
+    """
+    return hasattr(exc, "exit_code") and hasattr(exc, "format_message") or type(exc).__name__ == "Abort"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the app; every error becomes one line on stderr and an exit code.
+
+    Exit codes are those of :mod:`sam2trt.errors` (the README's table): 2 for a
+    usage error (also those typer's parser raises), 130 for SIGINT/SIGTERM, and
+    1 for an unexpected error (a traceback follows only with ``SAM2TRT_DEBUG=1``).
+    """
+    if argv is None:  # the program itself, not an in-process call
+        code = _run(sys.argv[1:])
+        if code == Interrupted.exit_code:
+            # An interrupted module call may still be unwinding in a backend thread, and some
+            # backends (ONNX Runtime after RunOptions.terminate) abort in interpreter shutdown:
+            # the outputs are closed and the error is printed, so leave now with the documented code.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+        return code
+    return _run(list(argv))
+
+
+def _run(args: list[str]) -> int:
+    if not args:  # typer would print the whole help: one line is the rule for every usage error
+        return _fail(UsageError("no command given: run `sam2trt --help` for the commands "
+                                "(export, build-engines, track, bench, doctor, download)"))
+    with signal_guard():
+        try:
+            app(args=args, standalone_mode=False)
+        except Sam2TrtError as e:
+            return _fail(e)
+        except KeyboardInterrupt:
+            return _fail(Interrupted("interrupted"))
+        except BrokenPipeError:
+            _silence_stdout()
+            return _fail(RuntimeFailure("standard output was closed while printing the summary: "
+                                        "keep the reading end open (e.g. redirect to a file)"))
+        except SystemExit as e:  # --help
+            return int(e.code or 0)
+        except Exception as e:
+            if _is_parser_error(e):
+                if type(e).__name__ == "Abort":
+                    return _fail(Interrupted("interrupted"))
+                return _fail(UsageError(_usage_message(e)))
+            if os.environ.get("SAM2TRT_DEBUG"):
+                raise
+            return _fail(Sam2TrtError(f"unexpected {type(e).__name__}: {' '.join(str(e).split())[:300]}: "
+                                      "please report it (SAM2TRT_DEBUG=1 shows the traceback)"))
+        finally:
+            with contextlib.suppress(BrokenPipeError, ValueError):
+                sys.stdout.flush()
     return 0
+
+
+def _fail(e: Sam2TrtError) -> int:
+    _err(f"error: {e}")
+    return e.exit_code
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise BrokenPipeError again."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":  # pragma: no cover

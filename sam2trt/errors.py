@@ -50,3 +50,22 @@ class Interrupted(Sam2TrtError):
     """SIGINT / SIGTERM received; outputs were closed cleanly up to the last frame (exit 130)."""
 
     exit_code = 130
+
+
+def as_runtime_failure(exc: BaseException, where: str = "") -> Sam2TrtError:
+    """Map any exception raised while running to the one-line error the CLI reports (the one place that does).
+
+    A :class:`Sam2TrtError` is returned as it is; ``KeyboardInterrupt`` becomes
+    :class:`Interrupted`; ``MemoryError`` a :class:`RuntimeFailure` about memory;
+    anything else (a backend or library error) a :class:`RuntimeFailure` naming
+    its type, ``where`` (e.g. "after 12 frames") and the first line of its message.
+    """
+    if isinstance(exc, Sam2TrtError):
+        return exc
+    if isinstance(exc, KeyboardInterrupt):
+        return Interrupted(f"interrupted {where}".strip())
+    if isinstance(exc, MemoryError):
+        return RuntimeFailure("out of memory: track fewer objects at once or use a smaller model")
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return RuntimeFailure(f"{type(exc).__name__} {where}: {text}".replace("  ", " ").rstrip(": ")
+                          + ": check the input and the model, or report it")

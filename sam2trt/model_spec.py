@@ -8,7 +8,9 @@ NumPy tracker core uses (``maskmem_tpos_enc``, ``no_mem_embed``, ``no_obj_ptr``)
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pathlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from sam2trt.errors import ModelError
+from sam2trt.fileio import atomic_write, sha256_file
 
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
@@ -64,12 +67,154 @@ class ModelSpec:
         return 4 * self.feat_size
 
 
-def load_model_spec(root: str | pathlib.Path) -> ModelSpec:
+_SHA_CACHE_NAME = "verified-modules.json"
+
+# Keys of model.json the runtime reads, with their JSON types (bool is not an int here).
+_INT, _NUM, _BOOL = "int", "number", "bool"
+_SCHEMA = {
+    "config": str, "image_size": _INT, "feat_size": _INT, "hidden_dim": _INT, "mem_dim": _INT,
+    "num_maskmem": _INT, "max_obj_ptrs_in_encoder": _INT, "max_cond_frames_in_attn": _INT,
+    "memory_temporal_stride_for_eval": _INT, "multimask_min_pt_num": _INT, "multimask_max_pt_num": _INT,
+    "fill_hole_area": _INT, "high_res_feat_shapes": list,
+    "add_tpos_enc_to_obj_ptrs": _BOOL, "use_signed_tpos_enc_to_obj_ptrs": _BOOL,
+    "only_obj_ptrs_in_the_past_for_eval": _BOOL, "pred_obj_scores": _BOOL, "soft_no_obj_ptr": _BOOL,
+    "fixed_no_obj_ptr": _BOOL, "multimask_output_in_sam": _BOOL, "multimask_output_for_tracking": _BOOL,
+    "use_multimask_token_for_obj_ptr": _BOOL, "binarize_mask_from_pts_for_mem_enc": _BOOL,
+    "use_mask_input_as_output_without_sam": _BOOL, "dynamic_multimask_via_stability": _BOOL,
+    "non_overlap_masks": _BOOL,
+    "dynamic_multimask_stability_delta": _NUM, "dynamic_multimask_stability_thresh": _NUM,
+    "sigmoid_scale_for_mem_enc": _NUM, "sigmoid_bias_for_mem_enc": _NUM,
+    "image_mean": list, "image_std": list, "constants": dict, "files": dict,
+}
+
+
+def _type_ok(value, kind) -> bool:
+    if kind == _BOOL:
+        return isinstance(value, bool)
+    if kind == _INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == _NUM:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _array(const: dict, key: str, shape: tuple, where: str, optional: bool = False) -> np.ndarray | None:
+    value = const.get(key)
+    if value is None and optional:
+        return None
+    try:
+        arr = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None or arr.shape != shape or not np.isfinite(arr).all():
+        raise ModelError(f"{where}: constants.{key} must be finite numbers of shape {list(shape)}: "
+                         "re-export the model with `sam2trt export`")
+    return arr
+
+
+def check_model_json(raw, where: str) -> None:
+    """Check the structure and types of a parsed ``model.json`` (``where``: its path, for messages).
+
+    Checks every key the runtime reads (:data:`_SCHEMA`), the constant shapes, and
+    ``files``: one entry per module with a 64-hex ``sha256`` and lists of input
+    and output names. Raises :class:`ModelError` naming the first problem.
+    """
+    fix = "re-export the model with `sam2trt export`"
+    if not isinstance(raw, dict):
+        raise ModelError(f"{where} is not a JSON object: {fix}")
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{where} has format version {raw.get('format_version')!r}, this sam2trt reads "
+                         f"{FORMAT_VERSION}: {fix}")
+    for key, kind in _SCHEMA.items():
+        if key not in raw:
+            raise ModelError(f"{where} has no {key!r}: {fix}")
+        if not _type_ok(raw[key], kind):
+            name = kind if isinstance(kind, str) else kind.__name__
+            raise ModelError(f"{where}: {key!r} must be {'a' if name != 'int' else 'an'} {name}, "
+                             f"not {raw[key]!r:.40}: {fix}")
+    for key in ("image_size", "feat_size", "hidden_dim", "mem_dim", "num_maskmem"):
+        if raw[key] < 1:
+            raise ModelError(f"{where}: {key!r} must be at least 1, not {raw[key]}: {fix}")
+    for key in ("image_mean", "image_std"):
+        if len(raw[key]) != 3 or not all(_type_ok(v, _NUM) for v in raw[key]) or (key == "image_std" and min(raw[key]) <= 0):
+            raise ModelError(f"{where}: {key!r} must be 3 numbers (std > 0): {fix}")
+    for name in MODULES:
+        entry = raw["files"].get(name)
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64
+                and all(isinstance(entry.get(k), list) and all(isinstance(n, str) for n in entry[k])
+                        for k in ("inputs", "outputs"))):
+            raise ModelError(f"{where}: files.{name} must hold sha256, inputs and outputs: {fix}")
+
+
+def _sha_cache_path() -> pathlib.Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "sam2trt" / _SHA_CACHE_NAME
+
+
+def check_module_files(root: pathlib.Path, raw: dict) -> None:
+    """Check each module file's sha256 against ``model.json`` (cached by size and mtime).
+
+    The first check of a file hashes it (about 0.3 s for SAM 2.1 tiny); the result is
+    cached in ``$XDG_CACHE_HOME/sam2trt/verified-modules.json`` under its real path,
+    size and mtime, so later starts only ``stat`` it. Raises :class:`ModelError` for a
+    missing file or one that is not the exported module (e.g. swapped for another).
+    """
+    cache_path = _sha_cache_path()
+    try:
+        cache = json.loads(cache_path.read_text())
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    changed = False
+    for name, fname in MODEL_FILES.items():
+        path = root / fname
+        try:
+            st = path.stat()
+        except OSError:
+            raise ModelError(f"{path} is missing, so {root} is incomplete: re-export the model with `sam2trt export`") from None
+        if not path.is_file():
+            raise ModelError(f"{path} is not a file: re-export the model with `sam2trt export`")
+        want = raw["files"][name]["sha256"]
+        key = os.path.realpath(path)
+        stamp = [st.st_size, st.st_mtime_ns, want]
+        if cache.get(key) == stamp:
+            continue
+        try:
+            got = sha256_file(path)
+        except OSError as e:
+            raise ModelError(f"cannot read {path} ({e}): check the model folder's permissions") from None
+        if got != want:
+            raise ModelError(f"{path} is not the {name} that {root / MODEL_JSON} lists (sha256 differs): "
+                             "re-export the model or restore the file")
+        cache[key], changed = stamp, True
+    if changed:
+        with contextlib.suppress(Exception):
+            atomic_write(cache_path, json.dumps(cache))
+
+
+def check_io_names(spec: "ModelSpec", module: str, inputs: list[str], outputs: list[str]) -> None:
+    """Check a loaded module's input/output names against ``model.json`` (any backend, at load).
+
+    ``inputs``/``outputs``: the names the backend reports for the file. Raises
+    :class:`ModelError` when they differ (a file swapped for another module's).
+    """
+    entry = spec.raw["files"][module]
+    if sorted(inputs) != sorted(entry["inputs"]) or sorted(outputs) != sorted(entry["outputs"]):
+        raise ModelError(f"{spec.path(module)} has inputs {inputs} and outputs {outputs}, but {module} needs "
+                         f"{entry['inputs']} -> {entry['outputs']}: re-export the model with `sam2trt export`")
+
+
+def load_model_spec(root: str | pathlib.Path, *, verify_files: bool = True) -> ModelSpec:
     """Read and check a model folder written by ``sam2trt export``.
+
+    Checks ``model.json``'s structure and types (:func:`check_model_json`) and,
+    with ``verify_files``, each module file's sha256 (:func:`check_module_files`).
 
     Raises:
         ModelError: the folder, ``model.json`` or a module file is missing, or
-            ``model.json`` is unreadable or from another format version.
+            ``model.json`` is unreadable, malformed or from another format
+            version, or a module file is not the one ``model.json`` lists.
     """
     root = pathlib.Path(root)
     hint = "run `sam2trt export --out DIR` to create it"
@@ -82,19 +227,20 @@ def load_model_spec(root: str | pathlib.Path) -> ModelSpec:
         raw = json.loads(mj.read_text())
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot read {mj} ({type(e).__name__}): re-export the model with `sam2trt export`") from None
-    if raw.get("format_version") != FORMAT_VERSION:
-        raise ModelError(f"{mj} has format version {raw.get('format_version')}, this sam2trt reads {FORMAT_VERSION}: re-export the model")
-    for name, fname in MODEL_FILES.items():
-        if not (root / fname).is_file():
-            raise ModelError(f"{root / fname} is missing, so {root} is incomplete: re-export the model with `sam2trt export`")
-    const = raw["constants"]
-    f32 = lambda v: np.asarray(v, dtype=np.float32)  # noqa: E731
+    check_model_json(raw, str(mj))
+    if verify_files:
+        check_module_files(root, raw)
+    const, where = raw["constants"], str(mj)
+    hidden, mem = raw["hidden_dim"], raw["mem_dim"]
+    bias = const.get("mask_downsample_bias")
+    if not _type_ok(bias, _NUM):
+        raise ModelError(f"{where}: constants.mask_downsample_bias must be a number: re-export the model")
     return ModelSpec(
         root=root,
         raw=raw,
-        maskmem_tpos_enc=f32(const["maskmem_tpos_enc"]),
-        no_mem_embed=f32(const["no_mem_embed"]),
-        no_obj_ptr=None if const.get("no_obj_ptr") is None else f32(const["no_obj_ptr"]),
-        mask_downsample_weight=f32(const["mask_downsample_weight"]),
-        mask_downsample_bias=float(const["mask_downsample_bias"]),
+        maskmem_tpos_enc=_array(const, "maskmem_tpos_enc", (raw["num_maskmem"], mem), where),
+        no_mem_embed=_array(const, "no_mem_embed", (hidden,), where),
+        no_obj_ptr=_array(const, "no_obj_ptr", (hidden,), where, optional=True),
+        mask_downsample_weight=_array(const, "mask_downsample_weight", (4, 4), where),
+        mask_downsample_bias=float(bias),
     )

@@ -1,9 +1,26 @@
-"""``sam2trt track`` as a library call: validate, stream, infer, write.
+"""``sam2trt track`` as a library call: source -> preprocess -> infer -> post-process -> sinks.
 
-Three stages overlap: a reader thread decodes and preprocesses frames into a
-bounded queue, the calling thread runs the modules, and a writer thread
-upsamples masks and writes the overlay video, PNG masks and JSON lines. Queues
-are bounded (``QUEUE_DEPTH`` frames), so memory does not grow with video length.
+Each stage is a thread joined to the next by a bounded queue (``QUEUE_DEPTH``
+frames), so memory does not grow with the video's length:
+
+- **source + preprocess** (reader thread): decodes frames (PyAV with FFmpeg's
+  own threads, or PIL for a frame folder) and preprocesses the tracked ones;
+- **infer** (inference thread): the tracker core and the module runners;
+- **post-process** (one thread): mask upsampling and the label map, once per
+  frame, shared by every sink (:func:`sam2trt.postprocess.postprocess`);
+- **sinks**: each output in its own thread (:class:`sam2trt.video.sinks.SinkRunner`),
+  PNG encoding in a small pool.
+
+The calling (main) thread only validates, starts the stages, waits, and closes
+the outputs, so SIGINT/SIGTERM are handled promptly even during a long module
+call: the runners are asked to cancel (ONNX Runtime stops at the next node),
+and the outputs are closed up to the last complete frame.
+
+Outputs are written under exclusive temporary names and moved into place at
+the end (:mod:`sam2trt.fileio`): all of them when the job succeeds; when it
+fails after at least one tracked frame, the partial outputs, each marked by an
+``.NAME.incomplete`` file; when it fails before, none (an earlier run's
+outputs stay untouched).
 """
 
 from __future__ import annotations
@@ -11,22 +28,23 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
-from sam2trt.errors import InputError, Interrupted, RuntimeFailure, Sam2TrtError
-from sam2trt.model_spec import ModelSpec
+from sam2trt.errors import InputError, Interrupted, RuntimeFailure, Sam2TrtError, as_runtime_failure
+from sam2trt.fileio import remove, write_marker
+from sam2trt.model_spec import MODULES, ModelSpec
+from sam2trt.postprocess import postprocess
+from sam2trt.signals import signal_guard
 from sam2trt.tracker import FrameStepper, ObjectPrompt, track_frames
-from sam2trt.tracker.processing import mask_box, masks_to_label_map, preprocess_frame, upsample_logits
-from sam2trt.video.coco import CocoWriter
-from sam2trt.video import (
-    JsonLinesWriter, MaskPngWriter, OverlayVideoWriter, VideoInfo, open_frames, overlay_masks, probe,
-)
+from sam2trt.tracker.processing import preprocess_frame
+from sam2trt.validation import JobPlan, validate_job
+from sam2trt.video import open_frames
+from sam2trt.video.sinks import CocoSink, JsonLinesSink, PngSink, SinkRunner, VideoSink
+from sam2trt.video.writers import DEFAULT_CRF, DEFAULT_PRESET
 
 QUEUE_DEPTH = 4
 SHORT_VIDEO_SLACK = 1
@@ -47,6 +65,8 @@ class TrackJob:
         json: JSON-lines path (one line per processed frame), or ``None``.
         coco: COCO-style results JSON (RLE masks, see :mod:`sam2trt.video.coco`), or ``None``.
         fill_hole_area: override of the model's hole filling (low-res pixels; 0 = off).
+        crf, preset: libx264 settings of ``out`` (constant rate factor 0-51; x264 preset name).
+        input_files: other inputs the outputs must not overwrite (mask PNGs, the manifest).
     """
 
     video: str
@@ -57,6 +77,9 @@ class TrackJob:
     json: str | None = None
     fill_hole_area: int | None = None
     coco: str | None = None
+    crf: int = DEFAULT_CRF
+    preset: str = DEFAULT_PRESET
+    input_files: tuple[str, ...] = ()
 
     OUTPUTS = ("out", "masks_dir", "json", "coco")
 
@@ -96,273 +119,317 @@ class TrackSummary:
                 "exit_code": self.exit_code}
 
 
-def validate_job(job: TrackJob, spec: ModelSpec) -> VideoInfo:
-    """Check the video, prompts and outputs before anything is written.
 
-    Raises:
-        InputError: unreadable video, prompt outside the frame or past the end,
-            bad object ids, output folder that is a file.
+
+def marker_path(output: str | os.PathLike) -> Path:
+    """The ``.NAME.incomplete`` marker next to an output file or folder."""
+    p = Path(str(output).rstrip("/\\"))
+    return p.with_name(f".{p.name}.incomplete")
+
+
+class _Channel:
+    """A bounded queue between two stages that a producer can give up on.
+
+    ``put`` returns False (dropping the item) once the channel is closed or
+    ``cancel`` is set; otherwise it blocks while the queue is full. ``close``
+    (by the producer's owner) lets the consumer's iteration end after the
+    items already queued. Iterating yields items; an exception item is raised.
     """
-    info = probe(job.video)
-    if not job.prompts:
-        raise InputError("no objects to track: give at least one --box or --point")
-    for p in job.prompts:
-        if not 1 <= p.obj_id <= 255:
-            raise InputError(f"object id {p.obj_id} out of range: ids must be 1..255")
-        if p.frame_idx < 0 or (info.num_frames is not None and p.frame_idx >= info.num_frames):
-            raise InputError(
-                f"prompt frame {p.frame_idx} is past the end of {job.video} ({info.num_frames} frames): "
-                f"use --prompt-frame 0..{(info.num_frames or 1) - 1}"
-            )
-        p.check_inside((info.height, info.width))
-    if job.max_frames is not None and job.max_frames < 1:
-        raise InputError(f"--max-frames {job.max_frames} must be at least 1")
-    if job.masks_dir and os.path.exists(job.masks_dir) and not os.path.isdir(job.masks_dir):
-        raise InputError(f"--masks-dir {job.masks_dir} is a file: give a folder path")
-    for path in (job.out, job.json, job.coco):
-        if path and os.path.isdir(path):
-            raise InputError(f"output {path} is a folder: give a file path")
-    return info
 
+    def __init__(self, depth: int):
+        self._q: queue.Queue = queue.Queue(depth)
+        self._lock = threading.Lock()
+        self._closed = False
 
-def _reader(source, spec: ModelSpec, start: int, stop: int | None, q: queue.Queue, cancel: threading.Event,
-            stats: dict):
-    """Decode + preprocess into ``q``: items ``(idx, rgb, image | None)``, then ``_END`` or an exception.
-
-    ``stats["eof"]`` = frames decoded when the source ended by itself (not stopped early).
-    """
-    try:
-        n = 0
-        for idx, rgb in source:
-            if cancel.is_set() or (stop is not None and idx >= stop):
-                break
-            image = preprocess_frame(rgb, spec.image_size, spec.image_mean, spec.image_std) if idx >= start else None
-            q.put((idx, rgb, image))
-            n = idx + 1
-        else:
-            stats["eof"] = n
-        q.put(_END)
-    except BaseException as e:  # handed to the main thread
-        q.put(e)
-
-
-def _drain(q: queue.Queue):
-    while True:
-        item = q.get()
-        if item is _END:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
-
-
-def _writer(q: queue.Queue, writers: dict, info, errors: list):
-    video, pngs, jsonl, coco = (writers.get(k) for k in TrackJob.OUTPUTS)
-    try:
+    def put(self, item, cancel: threading.Event | None = None) -> bool:
         while True:
-            item = q.get()
+            with self._lock:
+                if self._closed:
+                    return False
+                try:
+                    self._q.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    pass
+            if cancel is not None and cancel.is_set():
+                return False
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._q.put(_END)
+
+    def drain(self) -> None:
+        """Discard everything queued (so a blocked producer can finish)."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._q.get_nowait()
+
+    def __iter__(self):
+        while True:
+            item = self._q.get()
             if item is _END:
                 return
-            idx, rgb, out = item
-            if out is None:  # before the first prompt frame: plain frame in the overlay video
-                if video:
-                    video.write(rgb)
-                continue
-            logits = upsample_logits(out.mask_logits, info.height, info.width)
-            label_map = masks_to_label_map(logits, out.obj_ids)
-            if video:
-                video.write(overlay_masks(rgb, label_map))
-            if pngs:
-                pngs.write(idx, label_map)
-            if jsonl:
-                objs = []
-                for k, oid in enumerate(out.obj_ids):
-                    m = logits[k] > 0
-                    objs.append({"id": oid, "box": mask_box(m), "area": int(m.sum()),
-                                 "score": round(float(out.object_score_logits[k]), 4),
-                                 "present": bool(out.object_score_logits[k] > 0)})
-                jsonl.write({"frame": idx, "objects": objs})
-            if coco:
-                coco.write(idx, label_map, out.obj_ids, out.object_score_logits)
-    except BaseException as e:
-        errors.append(e)
-        while q.get() is not _END:  # keep the producer unblocked
-            pass
+            if isinstance(item, BaseException):
+                raise item
+            yield item
 
 
-class _InterruptGuard:
-    """SIGINT/SIGTERM handler: raises KeyboardInterrupt while ``armed``, else only records ``pending``.
+def _reader(source, spec: ModelSpec, plan: JobPlan, out: _Channel, cancel: threading.Event, stats: dict) -> None:
+    """Decode + preprocess into ``out``: ``(idx, rgb, image | None)`` items, then an exception or the end.
 
-    Disarmed while outputs are being closed, so a signal arriving then cannot
-    leave them half-closed; the pending signal is reported afterwards.
+    Stops right after frame ``plan.stop - 1`` (never decoding past it).
+    ``stats["eof"]`` = frames decoded when the source ended by itself;
+    ``stats["decode"]``/``stats["preprocess"]``: this thread's CPU seconds in each.
     """
-
-    def __init__(self):
-        self.armed, self.pending = True, None
-
-    def __call__(self, signum, frame):
-        if self.armed:
-            self.armed = False
-            raise KeyboardInterrupt
-        self.pending = signum
-
-
-_active_guard: _InterruptGuard | None = None
-
-
-@contextlib.contextmanager
-def interrupt_guard():
-    """Route SIGINT and SIGTERM to an :class:`_InterruptGuard` (main thread only; nests).
-
-    Yields the guard (a fresh one outside the main thread, where no handler
-    can be installed).
-    """
-    global _active_guard
-    if _active_guard is not None or threading.current_thread() is not threading.main_thread():
-        yield _active_guard or _InterruptGuard()
-        return
-    guard = _active_guard = _InterruptGuard()
-    old = {s: signal.signal(s, guard) for s in (signal.SIGINT, signal.SIGTERM)}
+    clock = time.thread_time
     try:
-        yield guard
+        n, frames = 0, iter(source)
+        while not cancel.is_set() and (plan.stop is None or n < plan.stop):
+            t0 = clock()
+            try:
+                idx, rgb = next(frames)
+            except StopIteration:
+                stats["eof"] = n
+                break
+            t1 = clock()
+            image = preprocess_frame(rgb, spec.image_size, spec.image_mean, spec.image_std) \
+                if idx >= plan.start else None
+            stats["decode"] = stats.get("decode", 0.0) + t1 - t0
+            stats["preprocess"] = stats.get("preprocess", 0.0) + clock() - t1
+            if not out.put((idx, rgb, image), cancel):
+                break
+            n = idx + 1
+    except BaseException as e:  # handed to the inference thread, after the frames before it
+        out.put(e, cancel)
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        _active_guard = None
+        out.close()
+
+
+def _open_sinks(job: TrackJob, plan: JobPlan) -> dict:
+    """One sink per output of ``job`` (opened; on failure the ones already open are aborted)."""
+    info, sinks = plan.info, {}
+    try:
+        if job.out:
+            sinks["out"] = VideoSink(job.out, info.width, info.height, info.fps, crf=job.crf, preset=job.preset)
+        if job.masks_dir:
+            sinks["masks_dir"] = PngSink(job.masks_dir, workers=min(4, os.cpu_count() or 1))
+        if job.json:
+            sinks["json"] = JsonLinesSink(job.json)
+        if job.coco:
+            sinks["coco"] = CocoSink(job.coco, str(job.video), info.width, info.height)
+    except BaseException:
+        for s in sinks.values():
+            s.abort()
+        raise
+    return sinks
+
+
+def _cancel_runners(runners, flag: bool = True) -> None:
+    for m in MODULES:
+        cancel = getattr(getattr(runners, m, None), "cancel", None)
+        if cancel is not None:
+            with contextlib.suppress(Exception):
+                cancel(flag)
+
+
+CANCEL_GRACE_S = 10.0
+"""How long (seconds) the main thread waits for a module call to stop after SIGINT/SIGTERM before it
+closes the outputs anyway (ONNX Runtime stops at the next node; a call that cannot be cancelled is left behind)."""
 
 
 def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[int, int | None], None] | None = None,
-              summary: TrackSummary | None = None) -> TrackSummary:
+              summary: TrackSummary | None = None, stats: dict | None = None,
+              plan: JobPlan | None = None) -> TrackSummary:
     """Track one video with already-open runners and write its outputs.
 
-    Validation happens before any output exists. Outputs are written to
-    temporary names and renamed when closed; on a fault mid-video (decode
-    error, disk full, SIGINT/SIGTERM) they are closed up to the last complete
-    frame, so they stay valid, and the error is raised.
+    Validation (:func:`sam2trt.validation.validate_job`) happens before any
+    output exists. Outputs are written to exclusive temporary names and moved
+    into place at the end: all of them on success; on a fault mid-video (decode
+    error, disk full, SIGINT/SIGTERM) those holding at least one tracked frame,
+    closed up to the last complete frame and marked ``.NAME.incomplete``; on a
+    fault before the first tracked frame, none (earlier outputs stay untouched).
 
     Args:
         job: the video, prompts and outputs.
         spec: the model.
         runners: activated :class:`~sam2trt.runtime.ModuleRunners`.
-        progress: called as ``progress(frames_done, total_or_None)`` after each frame.
+        progress: called from the calling thread as ``progress(frames_done, total_or_None)``.
         summary: filled in place (also on error) and returned.
+        stats: if given, filled with CPU seconds per stage (``decode``, ``preprocess``,
+            ``infer`` = the inference thread's serial wall time spent on frames,
+            ``postprocess``, ``sink:<name>``) and ``frames``.
+        plan: the job's :class:`~sam2trt.validation.JobPlan` when the caller has just
+            validated it (else validation runs here).
 
     Raises:
-        InputError, RuntimeFailure, Interrupted.
+        UsageError, InputError, RuntimeFailure, Interrupted.
     """
     summary = summary or TrackSummary(video=str(job.video))
-    info = validate_job(job, spec)
-    start = min(p.frame_idx for p in job.prompts)
-    stop = start + job.max_frames if job.max_frames else None
-    total = None
-    if info.num_frames is not None:
-        total = info.num_frames - start if stop is None else min(stop, info.num_frames) - start
-    summary.first_frame = start
+    stats = {} if stats is None else stats
+    plan = plan or validate_job(job, spec)
+    summary.first_frame = plan.start
     summary.objects = [p.obj_id for p in job.prompts]
     summary.backend = runners.backend
     stepper = FrameStepper(spec, runners, fill_hole_area=job.fill_hole_area)
-
-    writers: dict = {}
-    t0 = time.perf_counter()
+    t_start = time.perf_counter()
+    failures: list[BaseException] = []
     cancel = threading.Event()
-    in_q: queue.Queue = queue.Queue(QUEUE_DEPTH)
-    out_q: queue.Queue = queue.Queue(QUEUE_DEPTH)
-    writer_errors: list = []
-    failure: BaseException | None = None
-    threads: list[threading.Thread] = []
-    stats: dict = {}
-    def interrupted() -> Interrupted:
-        return Interrupted(f"interrupted after {summary.frames} frames of {job.video}; outputs hold those frames")
+    frames_ch, post_ch = _Channel(QUEUE_DEPTH), _Channel(QUEUE_DEPTH)
+    info = plan.info
 
-    with interrupt_guard() as guard, open_frames(job.video) as source:
-        rgbs: dict[int, np.ndarray] = {}
+    def fail(e: BaseException) -> None:
+        failures.append(e)
+        cancel.set()
+
+    def infer() -> None:
+        clock = time.perf_counter
+        rgbs: dict = {}
+        t_in = [0.0]
 
         def frames():
-            for idx, rgb, image in _drain(in_q):
-                if writer_errors:
-                    raise writer_errors[0]
+            for idx, rgb, image in frames_ch:
                 if image is None:
-                    out_q.put((idx, rgb, None))
+                    if not post_ch.put((idx, rgb, None), cancel):
+                        return
                     continue
                 rgbs[idx] = rgb
+                t_in[0] = clock()
                 yield idx, rgb, image
 
         try:
-            if guard.pending is not None:
-                raise KeyboardInterrupt
-            if job.out:
-                writers["out"] = OverlayVideoWriter(job.out, info.width, info.height, info.fps)
-            if job.masks_dir:
-                writers["masks_dir"] = MaskPngWriter(job.masks_dir)
-            if job.json:
-                writers["json"] = JsonLinesWriter(job.json)
-            if job.coco:
-                writers["coco"] = CocoWriter(job.coco, str(job.video), info.width, info.height)
-            threads = [threading.Thread(target=_reader, args=(source, spec, start, stop, in_q, cancel, stats), daemon=True),
-                       threading.Thread(target=_writer, args=(out_q, writers, info, writer_errors),
-                                        daemon=True)]
-            for t in threads:
-                t.start()
-            for out in track_frames(stepper, frames(), job.prompts, num_frames=info.num_frames, max_frames=job.max_frames):
-                out_q.put((out.frame_idx, rgbs.pop(out.frame_idx), out))
+            for out in track_frames(stepper, frames(), job.prompts, num_frames=info.num_frames,
+                                    max_frames=job.max_frames):
+                stats["infer"] = stats.get("infer", 0.0) + clock() - t_in[0]
+                if cancel.is_set() or not post_ch.put((out.frame_idx, rgbs.pop(out.frame_idx), out), cancel):
+                    return
                 summary.frames += 1
-                if progress:
-                    progress(summary.frames, total)
-        except KeyboardInterrupt:
-            failure = interrupted()
-        except Sam2TrtError as e:
-            failure = e
-        except MemoryError:
-            failure = RuntimeFailure("out of memory: track fewer objects at once or use a smaller model")
-        except Exception as e:  # a backend or library error: report it in one line
-            failure = RuntimeFailure(f"{type(e).__name__} after {summary.frames} frames: {str(e).splitlines()[0][:200] if str(e) else ''}")
+        except BaseException as e:
+            fail(e)
         finally:
-            guard.armed = False  # from here on a signal is only recorded: outputs must be closed first
-            cancel.set()
-            if threads:
-                out_q.put(_END)
-                threads[1].join()
-                with contextlib.suppress(queue.Empty):
-                    while True:
-                        in_q.get_nowait()
-                threads[0].join(timeout=5)
-        if failure is None and writer_errors:
-            failure = writer_errors[0]
-        read = stats.get("eof")
-        if (failure is None and read is not None and info.num_frames and read < info.num_frames - SHORT_VIDEO_SLACK
-                and not os.path.isdir(job.video)):
-            failure = RuntimeFailure(
-                f"{job.video} ended after frame {read - 1} but its container lists {info.num_frames} frames "
-                f"(truncated or damaged file): re-encode it or track frames 0..{read - 1} only"
-            )
-        unreached = [p.frame_idx for p in job.prompts if p.frame_idx >= start + summary.frames]
-        if failure is None and unreached:
-            failure = InputError(
-                f"prompt frame {max(unreached)} was never reached in {job.video} ({start + summary.frames} frames read): "
-                "use an earlier --prompt-frame or a larger --max-frames"
-            )
-            for w in writers.values():
-                w.abort()
-            writers = {}
-        for name, w in writers.items():
+            cancel.set()  # stops the reader
+            frames_ch.drain()
+
+    def post() -> None:
+        clock = time.thread_time
+        try:
+            for idx, rgb, out in post_ch:
+                t0 = clock()
+                result = None if out is None else postprocess(out, info.height, info.width)
+                stats["postprocess"] = stats.get("postprocess", 0.0) + clock() - t0
+                sinks_run.put(idx, rgb, result)
+        except BaseException as e:
+            fail(e)
+            post_ch.drain()
+
+    sinks: dict = {}
+    sinks_run = None
+    threads: list[threading.Thread] = []
+    interrupted = False
+    with signal_guard() as guard, open_frames(job.video) as source:
+        with guard.on_cancel(lambda: (cancel.set(), _cancel_runners(runners))):
             try:
-                w.close()
-                if os.path.exists(getattr(job, name)):
-                    summary.outputs[name] = str(getattr(job, name))
-            except Sam2TrtError as e:
-                failure = failure or e
-            except Exception as e:  # e.g. an encoder error while flushing
-                failure = failure or RuntimeFailure(f"cannot finish {getattr(job, name)} ({type(e).__name__}: {e})")
-        if failure is None and guard.pending is not None:
-            failure = interrupted()
-        if not isinstance(failure, Interrupted):
-            guard.armed = True
-    summary.seconds = time.perf_counter() - t0
+                if guard.pending:
+                    raise KeyboardInterrupt
+                sinks = _open_sinks(job, plan)
+                sinks_run = SinkRunner(sinks, QUEUE_DEPTH, on_error=fail)
+                threads = [threading.Thread(target=_reader, args=(source, spec, plan, frames_ch, cancel, stats),
+                                            name="sam2trt-reader", daemon=True),
+                           threading.Thread(target=infer, name="sam2trt-infer", daemon=True),
+                           threading.Thread(target=post, name="sam2trt-post", daemon=True)]
+                for t in threads:
+                    t.start()
+                shown = -1
+                while threads[1].is_alive():
+                    threads[1].join(0.1)
+                    if progress and summary.frames != shown:
+                        shown = summary.frames
+                        progress(shown, plan.total)
+            except KeyboardInterrupt:
+                interrupted = True
+            except BaseException:
+                for s in sinks.values():
+                    s.abort()
+                raise
+            finally:
+                with guard.disarmed():
+                    cancel.set()
+                    if interrupted or guard.pending:
+                        _cancel_runners(runners)
+                    if threads:
+                        threads[1].join(CANCEL_GRACE_S)
+                        post_ch.close()
+                        threads[2].join()
+                        frames_ch.drain()
+                        threads[0].join(5)
+                    if sinks_run is not None:
+                        sinks_run.finish()
+                    if guard.pending:
+                        _cancel_runners(runners, False)
+        with guard.disarmed():
+            failure, keep = _job_failure(job, plan, summary, failures, stats, interrupted or guard.pending)
+            failure = _finish_outputs(job, sinks, summary, failure, keep)
+    for name, seconds in (sinks_run.timings if sinks_run else {}).items():
+        stats[f"sink:{name}"] = seconds
+    stats["frames"] = summary.frames
+    summary.seconds = time.perf_counter() - t_start
     if failure is not None:
         summary.status = "interrupted" if isinstance(failure, Interrupted) else "error"
         summary.error = str(failure)
-        if not isinstance(failure, Sam2TrtError):
-            failure = RuntimeFailure(f"{type(failure).__name__}: {failure}")
         summary.exit_code = failure.exit_code
         raise failure
     return summary
+
+
+def _job_failure(job: TrackJob, plan: JobPlan, summary: TrackSummary, failures: list, stats: dict,
+                 interrupted: bool) -> tuple[Sam2TrtError | None, bool]:
+    """``(error or None, keep)``: the job's one error mapped to a :class:`Sam2TrtError`, and whether
+    its outputs are worth moving into place (at least one tracked frame, and every prompt reached)."""
+    keep = summary.frames > 0
+    if interrupted:
+        return Interrupted(f"interrupted after {summary.frames} frames of {job.video}; outputs hold those frames"), keep
+    if failures:
+        return as_runtime_failure(failures[0], f"after {summary.frames} frames"), keep
+    read = stats.get("eof")
+    n = plan.info.num_frames
+    if read is not None and n and read < n - SHORT_VIDEO_SLACK and not os.path.isdir(job.video):
+        return RuntimeFailure(
+            f"{job.video} ended after frame {read - 1} but its container lists {n} frames "
+            f"(truncated or damaged file): re-encode it or track frames 0..{read - 1} only"
+        ), keep
+    unreached = [p.frame_idx for p in job.prompts if p.frame_idx >= plan.start + summary.frames]
+    if unreached:
+        return InputError(
+            f"prompt frame {max(unreached)} was never reached in {job.video} ({plan.start + summary.frames} "
+            "frames read): use an earlier --prompt-frame"
+        ), False
+    return None, keep
+
+
+def _finish_outputs(job: TrackJob, sinks: dict, summary: TrackSummary, failure: Sam2TrtError | None,
+                    keep: bool) -> Sam2TrtError | None:
+    """Move outputs into place (``keep``), or discard them, as the module docstring says; returns the first failure."""
+    if not keep:
+        for s in sinks.values():
+            s.abort()
+        return failure
+    if failure is not None:
+        for name in sinks:
+            write_marker(marker_path(getattr(job, name)))
+    for name, sink in sinks.items():
+        try:
+            sink.close()
+            if os.path.exists(getattr(job, name)):
+                summary.outputs[name] = str(getattr(job, name))
+        except Exception as e:  # e.g. an encoder error while flushing, or disk full
+            err = as_runtime_failure(e, f"while finishing {getattr(job, name)}")
+            if failure is None:
+                failure = err
+                for other in sinks:
+                    write_marker(marker_path(getattr(job, other)))
+    if failure is None:
+        for name in sinks:
+            remove(marker_path(getattr(job, name)))
+    return failure

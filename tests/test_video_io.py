@@ -18,7 +18,6 @@ from sam2trt.video import (
     MaskPngWriter,
     OverlayVideoWriter,
     VideoInfo,
-    atomic_path,
     davis_palette,
     list_frame_files,
     open_frames,
@@ -229,7 +228,7 @@ def test_overlay_writer_round_trip_same_size_and_count(tmp_path):
             assert not target.exists()
             for i in range(4):
                 writer.write(_frame(i, w, h))
-        assert target.exists() and not atomic_path(target).exists()
+        assert target.exists() and not writer.tmp_path.exists()
         info, frames = _read_all(target)
         assert (info.width, info.height) == (w, h) and len(frames) == 4
         assert abs(info.fps - 30000 / 1001) < 1e-6
@@ -261,7 +260,8 @@ def test_mask_png_writer(tmp_path):
     labels[12:20, 15:30] = 2
     writer = MaskPngWriter(tmp_path / "masks")
     path = writer.write(7, labels)
-    assert path == tmp_path / "masks" / "00007.png"
+    assert path == tmp_path / "masks" / "00007.png" and not path.exists()  # staged until close
+    writer.close()
     assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["00007.png"]
     with Image.open(path) as img:
         assert img.mode == "P"
@@ -275,7 +275,7 @@ def test_jsonl_writer_renames_on_close_and_abort(tmp_path):
     with JsonLinesWriter(target) as writer:
         writer.write({"frame": 0, "score": np.float32(0.5), "box": np.array([1, 2, 3, 4])})
         writer.write({"frame": 1})
-        assert not target.exists() and atomic_path(target).exists()
+        assert not target.exists() and writer.tmp_path.exists()
     lines = target.read_text().splitlines()
     assert [json.loads(line) for line in lines] == [{"frame": 0, "score": 0.5, "box": [1, 2, 3, 4]}, {"frame": 1}]
 
@@ -296,6 +296,8 @@ def test_disk_full_is_runtime_failure(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Image.Image, "save", full)
+    writer = MaskPngWriter(tmp_path / "m")
     with pytest.raises(RuntimeFailure, match="disk full while writing .*00000.png"):
-        MaskPngWriter(tmp_path).write(0, np.zeros((4, 4), np.uint8))
+        writer.write(0, np.zeros((4, 4), np.uint8))
+    writer.close()  # nothing was written: no folder appears
     assert list(tmp_path.iterdir()) == []

@@ -20,7 +20,7 @@ from typing import Collection
 import numpy as np
 
 from sam2trt.errors import ModelError, UsageError
-from sam2trt.model_spec import MODULES, ModelSpec
+from sam2trt.model_spec import MODULES, ModelSpec, check_io_names
 from sam2trt.runtime.base import to_host
 
 
@@ -44,16 +44,24 @@ class OnnxRuntimeRunner:
         path: the ``.onnx`` file.
         threads: intra-op thread count (default: all cores).
 
+        spec: the model whose ``model.json`` lists this module's input and output
+            names; with it, ``__enter__`` checks the file's names against them.
+
     ``__enter__`` creates the session (raises :class:`ModelError` if the file is
-    unreadable or truncated); ``infer(feed)`` returns ``{output name: array}``.
+    unreadable or truncated, or its names are not the module's); ``infer(feed)``
+    returns ``{output name: array}``. ``cancel()`` (safe from a signal handler
+    or another thread) makes a running ``infer`` stop at the next node and raise.
     """
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None, providers: list[str] | None = None):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, providers: list[str] | None = None,
+                 spec: ModelSpec | None = None):
         self.path = pathlib.Path(path)
         self.name = self.path.stem
         self.threads = threads
         self.providers = providers or ["CPUExecutionProvider"]
         self.session = None
+        self.spec = spec
+        self._run_options = None
 
     def __enter__(self) -> "OnnxRuntimeRunner":
         import onnxruntime as ort
@@ -65,7 +73,15 @@ class OnnxRuntimeRunner:
             raise ModelError(f"cannot load {self.path} ({first[:160]}): re-export the model with `sam2trt export`") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        if self.spec is not None:
+            check_io_names(self.spec, self.name, self.input_names, self.output_names)
+        self._run_options = ort.RunOptions()
         return self
+
+    def cancel(self) -> None:
+        """Ask a running (and every later) ``infer`` to stop: ONNX Runtime's ``RunOptions.terminate``."""
+        if self._run_options is not None:
+            self._run_options.terminate = True
 
     def __exit__(self, *exc) -> None:
         self.session = None
@@ -80,7 +96,7 @@ class OnnxRuntimeRunner:
                 backend's device memory, so outputs are NumPy arrays either way.
         """
         feed = {k: np.ascontiguousarray(to_host(v)) for k, v in feed.items()}
-        outs = self.session.run(self.output_names, feed)
+        outs = self.session.run(self.output_names, feed, self._run_options)
         return dict(zip(self.output_names, outs))
 
 
@@ -100,7 +116,7 @@ def make_runners(spec: ModelSpec, threads: int | None = None, precision: str = "
         ModelError: ``fp16`` asked for but a ``.fp16.onnx`` file is missing.
     """
     if precision == "fp32":
-        return {name: OnnxRuntimeRunner(spec.path(name), threads=threads) for name in MODULES}
+        return {name: OnnxRuntimeRunner(spec.path(name), threads=threads, spec=spec) for name in MODULES}
     if precision != "fp16":
         raise UsageError(f"unknown precision {precision!r}: use fp32 or fp16")
     from sam2trt.engine.fp16 import fp16_paths

@@ -229,7 +229,7 @@ def load_mask_png(path: str) -> np.ndarray:
     """Read a mask image: any non-zero pixel is the object. Returns ``[H, W]`` bool.
 
     Raises:
-        InputError: missing or unreadable file.
+        InputError: missing or unreadable file, or a mask without any non-zero pixel.
     """
     from PIL import Image
 
@@ -240,4 +240,7 @@ def load_mask_png(path: str) -> np.ndarray:
         raise InputError(f"cannot read mask {path} ({type(e).__name__}): give a PNG whose non-zero pixels are the object") from None
     if arr.ndim != 2:
         arr = arr[..., 0]
-    return arr != 0
+    mask = arr != 0
+    if not mask.any():
+        raise InputError(f"mask {path} is empty (every pixel is 0): paint the object with non-zero pixels")
+    return mask

@@ -11,7 +11,6 @@ from .writers import (
     JsonLinesWriter,
     MaskPngWriter,
     OverlayVideoWriter,
-    atomic_path,
     davis_palette,
     overlay_masks,
 )
@@ -23,7 +22,6 @@ __all__ = [
     "MaskPngWriter",
     "OverlayVideoWriter",
     "VideoInfo",
-    "atomic_path",
     "davis_palette",
     "list_frame_files",
     "open_frames",

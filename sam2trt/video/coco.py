@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .writers import _remove, _writing, atomic_path
+from ..fileio import atomic_write
 
 
 def encode_rle(mask: np.ndarray) -> dict:
@@ -94,21 +94,13 @@ class CocoWriter:
         return len(self._doc["images"])
 
     def close(self) -> None:
-        """Write the JSON to a temporary file and rename it onto ``path``. Idempotent."""
+        """Write the JSON through an exclusive temporary onto ``path`` (untouched with no frame). Idempotent."""
         if self._closed:
             return
         self._closed = True
         if not self._doc["images"]:
             return
-        tmp = atomic_path(self.path)
-        try:
-            with _writing(self.path):
-                with open(tmp, "w", encoding="utf-8") as f:
-                    json.dump(self._doc, f)
-                os.replace(tmp, self.path)
-        except BaseException:
-            _remove(tmp)
-            raise
+        atomic_write(self.path, json.dumps(self._doc))
 
     def abort(self) -> None:
         """Discard everything; ``path`` is left untouched."""

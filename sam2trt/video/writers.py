@@ -1,15 +1,15 @@
 """Output writers: overlay video, DAVIS-style indexed mask PNGs, JSON lines.
 
-Every writer writes to a hidden temporary sibling of its target (see
-:func:`atomic_path`) and ``os.replace``-s it onto the target only when the file
-is complete, so a target path never holds a half-written file. A full disk
-(``ENOSPC``/``EDQUOT``) raises :class:`RuntimeFailure`.
+Every writer writes to an exclusive, unpredictably named temporary next to its
+target (:mod:`sam2trt.fileio`) and moves it onto the target only on ``close()``
+-- and only when something was written, so a run that wrote nothing leaves an
+earlier run's output untouched. A target never holds a half-written file. A
+full disk (``ENOSPC``/``EDQUOT``) raises :class:`~sam2trt.errors.RuntimeFailure`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 from fractions import Fraction
@@ -22,7 +22,8 @@ import numpy as np
 from av.video.reformatter import Colorspace
 from PIL import Image
 
-from ..errors import InputError, RuntimeFailure
+from ..errors import InputError, UsageError
+from ..fileio import create_temp, publish, remove, stage_dir, swap_dir, writing
 
 
 def davis_palette() -> np.ndarray:
@@ -72,35 +73,36 @@ def overlay_masks(rgb: np.ndarray, label_map: np.ndarray, alpha: float = 0.5) ->
     return out
 
 
-def atomic_path(path: str | os.PathLike) -> Path:
-    """Hidden temporary sibling of ``path``: ``<dir>/.<stem>.partial-<pid><suffix>``.
+VIDEO_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
+"""``--out`` extensions and their containers: those that take the H.264 and MPEG-4 Part 2 encoders used here."""
 
-    The suffix is kept so tools that infer a format from it (PyAV, PIL) still do.
+DEFAULT_CRF = 18
+DEFAULT_PRESET = "fast"
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
+def _encoders(width: int, height: int) -> list[str]:
+    """Encoders to try, best first: H.264 needs even sides for yuv420p; MPEG-4 Part 2 takes any size."""
+    even = width % 2 == 0 and height % 2 == 0
+    return [c for c in (["libx264", "h264"] if even else []) + ["mpeg4"] if c in av.codecs_available]
+
+
+def check_video_encoder(path: str | os.PathLike, width: int, height: int) -> None:
+    """Raise :class:`UsageError` unless ``path``'s extension is in :data:`VIDEO_FORMATS` and an encoder exists.
+
+    ``width``/``height``: frame size in pixels (odd sides need MPEG-4 Part 2).
     """
-    p = Path(path)
-    return p.with_name(f".{p.stem}.partial-{os.getpid()}{p.suffix}")
-
-
-@contextlib.contextmanager
-def _writing(path: Path) -> Iterator[None]:
-    """Turn an ``OSError`` raised while writing ``path`` into a one-line :class:`RuntimeFailure`."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-            raise RuntimeFailure(
-                f"disk full while writing {path}: free space or choose another output location"
-            ) from exc
-        raise RuntimeFailure(f"cannot write {path} ({exc}): check the output location") from exc
-
-
-def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    suffix = Path(path).suffix.lower()
+    if suffix not in VIDEO_FORMATS:
+        raise UsageError(f"--out {path}: unsupported video extension {suffix or '(none)'!r}: "
+                         f"use one of {', '.join(VIDEO_FORMATS)}")
+    if not _encoders(width, height):
+        raise UsageError(f"--out {path}: this PyAV build has no H.264 or MPEG-4 encoder for {width}x{height} "
+                         "frames: install PyAV from PyPI (it ships libx264)")
 
 
 class _ClosedOnExit:
-    """Context-manager behaviour of the atomic writers: ``__exit__`` calls ``close()``.
+    """Context-manager behaviour of the writers: ``__exit__`` calls ``close()``.
 
     On an exception the partial output is still finalised (valid, renamed into
     place); if ``close()`` itself fails then (it has already aborted), the
@@ -121,12 +123,15 @@ class _ClosedOnExit:
 class OverlayVideoWriter(_ClosedOnExit):
     """Encode RGB frames into a video file, made visible at ``path`` on :meth:`close`.
 
-    ``path``: target file; its extension picks the container (.mp4, .mkv, .avi,
-    ...). Parent folders are created. ``width``/``height``: frame size in pixels;
+    ``path``: target file; its extension picks the container (one of
+    :data:`VIDEO_FORMATS`). Parent folders are created. ``width``/``height``: frame size in pixels;
     the video keeps exactly this size. ``fps``: frames/second (> 0), stored as a
     fraction with denominator <= 1001 (29.97002997 -> 30000/1001).
 
-    Codec: libx264 (yuv420p, crf 18) when this PyAV build has it, else the
+    ``crf``/``preset``: libx264's constant rate factor (0-51, lower is better;
+    default 18) and speed preset (:data:`X264_PRESETS`, default "fast").
+
+    Codec: libx264 (yuv420p, ``crf``, ``preset``) when this PyAV build has it, else the
     build's "h264" encoder, else mpeg4 (qscale 2); frames are converted to
     limited-range BT.709 YUV and tagged so. An odd width or
     height cannot be H.264 yuv420p, so such sizes are encoded with mpeg4 yuv420p,
@@ -134,7 +139,9 @@ class OverlayVideoWriter(_ClosedOnExit):
 
     ``write(rgb)`` appends a ``(height, width, 3)`` uint8 frame. ``close()``
     flushes the encoder, finalises the container and renames it onto ``path``;
-    after ``close()`` with zero frames written, nothing is left at ``path``.
+    after ``close()`` with zero frames written, ``path`` is left untouched.
+    Until then the video is written to an exclusive temporary file
+    (:func:`sam2trt.fileio.create_temp`, ``tmp_path``).
     ``abort()`` discards everything. Used as a context manager, leaving the
     block closes (also on an exception, so a run that stops early keeps a
     playable video of the frames written so far).
@@ -144,19 +151,27 @@ class OverlayVideoWriter(_ClosedOnExit):
     full), ``ValueError`` for a frame of the wrong shape or dtype.
     """
 
-    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float):
+    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float, *,
+                 crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET):
         if width <= 0 or height <= 0 or not fps > 0:
             raise ValueError(f"need positive width, height and fps, got {width}x{height} at {fps} fps")
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
+        self.crf, self.preset = int(crf), str(preset)
         self.frames_written = 0
-        self._tmp = atomic_path(self.path)
+        self._format = VIDEO_FORMATS.get(self.path.suffix.lower())
+        if self._format is None:
+            check_video_encoder(self.path, width, height)  # raises UsageError
+        self.tmp_path: Path | None = None
+        self._file = None
+        self._container = None
         rate = Fraction(fps).limit_denominator(1001)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._container = av.open(str(self._tmp), mode="w")
+            fd, self.tmp_path = create_temp(self.path)
+            self._file = os.fdopen(fd, "w+b")
+            self._container = av.open(self._file, mode="w", format=self._format)
         except (OSError, ValueError) as exc:  # av.FFmpegError is an OSError
-            _remove(self._tmp)
+            self.abort()
             raise InputError(
                 f"cannot create video {self.path} ({exc}): use a writable folder and a .mp4/.mkv/.avi name"
             ) from exc
@@ -166,11 +181,16 @@ class OverlayVideoWriter(_ClosedOnExit):
             self.abort()
             raise
 
+    def _reopen(self) -> None:
+        """Start the container over in the same temporary file (a stream that failed to open cannot be removed)."""
+        self._container.close()
+        self._file.seek(0)
+        self._file.truncate()
+        self._container = av.open(self._file, mode="w", format=self._format)
+
     def _add_stream(self, rate: Fraction) -> "av.video.stream.VideoStream":
-        even = self.width % 2 == 0 and self.height % 2 == 0
-        candidates = (["libx264", "h264"] if even else []) + ["mpeg4"]
         failures = []
-        for name in candidates:
+        for name in _encoders(self.width, self.height):
             try:
                 stream = self._container.add_stream(name, rate=rate)
             except (av.FFmpegError, ValueError, av.codec.codec.UnknownCodecError) as exc:
@@ -179,7 +199,7 @@ class OverlayVideoWriter(_ClosedOnExit):
             stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
             cc = stream.codec_context
             if cc.name == "libx264":
-                stream.options = {"crf": "18", "preset": "fast"}
+                stream.options = {"crf": str(self.crf), "preset": self.preset}
             elif cc.name == "mpeg4":
                 cc.qscale = 2
             cc.colorspace = cc.color_primaries = cc.color_trc = 1  # BT.709, as write() converts
@@ -187,10 +207,9 @@ class OverlayVideoWriter(_ClosedOnExit):
             try:
                 cc.open()
                 return stream
-            except av.FFmpegError as exc:  # a stream that failed to open cannot be removed: start over
+            except av.FFmpegError as exc:
                 failures.append(f"{name}: {exc}")
-                self._container.close()
-                self._container = av.open(str(self._tmp), mode="w")
+                self._reopen()
         raise InputError(
             f"no video encoder works for {self.path} ({'; '.join(failures)}): use a .mp4 or .mkv output name"
         )
@@ -203,23 +222,25 @@ class OverlayVideoWriter(_ClosedOnExit):
         frame = frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709)
         frame.pts = self.frames_written
         frame.time_base = self._stream.codec_context.time_base
-        with _writing(self.path):
+        with writing(self.path):
             self._container.mux(self._stream.encode(frame))
         self.frames_written += 1
 
     def close(self) -> None:
-        """Flush, finalise and rename onto ``path``; no file at all if no frame was written. Idempotent."""
+        """Flush, finalise and rename onto ``path``; ``path`` untouched if no frame was written. Idempotent."""
         if self._container is None:
             return
         if self.frames_written == 0:
             self.abort()
             return
         try:
-            with _writing(self.path):
+            with writing(self.path):
                 self._container.mux(self._stream.encode(None))
                 self._container.close()
                 self._container = None
-                os.replace(self._tmp, self.path)
+                self._file.close()
+                self._file = None
+                publish(self.tmp_path, self.path)
         except BaseException:
             self.abort()
             raise
@@ -230,50 +251,72 @@ class OverlayVideoWriter(_ClosedOnExit):
         if container is not None:
             with contextlib.suppress(Exception):
                 container.close()
-        _remove(self._tmp)
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(Exception):
+                file.close()
+        remove(self.tmp_path)
 
 
-class MaskPngWriter:
-    """Write per-frame label maps as DAVIS-style indexed PNGs into ``directory``.
+class MaskPngWriter(_ClosedOnExit):
+    """Write per-frame label maps as DAVIS-style indexed PNGs; the folder appears at ``directory`` on :meth:`close`.
 
     ``write(frame_index, label_map)`` stores ``label_map`` (``(H, W)`` uint8,
     pixel value = object id, 0 background) as ``{frame_index:05d}.png`` in mode
-    "P" with :func:`davis_palette`, via a temporary file and ``os.replace``.
-    The directory is created if needed. Raises :class:`InputError` when it
-    cannot be created, :class:`RuntimeFailure` when a write fails (disk full),
-    ``ValueError`` for a label map of the wrong shape or dtype.
+    "P" with :func:`davis_palette` in a private staging folder next to
+    ``directory`` (:func:`sam2trt.fileio.stage_dir`, ``tmp_path``). ``close()``
+    swaps the staging folder in whole (:func:`sam2trt.fileio.swap_dir`), so
+    ``directory`` holds exactly this writer's frames and never a mix with an
+    earlier run's; with no frame written it leaves ``directory`` untouched.
+    ``write`` may be called from several threads at once (distinct frames).
+    ``abort()`` discards the staging folder. Raises :class:`InputError` when the
+    folder cannot be created, :class:`RuntimeFailure` when a write fails (disk
+    full), ``ValueError`` for a label map of the wrong shape or dtype.
     """
 
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.tmp_path: Path | None = stage_dir(self.directory)
         except OSError as exc:
             raise InputError(f"cannot create mask folder {self.directory} ({exc}): choose a writable location") from exc
         self._palette = davis_palette().tobytes()
+        self.frames_written = 0
 
     def write(self, frame_index: int, label_map: np.ndarray) -> Path:
-        """Write frame ``frame_index``'s ``(H, W)`` uint8 label map; returns the PNG's path."""
+        """Write frame ``frame_index``'s ``(H, W)`` uint8 label map; returns its final path (valid after close)."""
         if label_map.ndim != 2 or label_map.dtype != np.uint8:
             raise ValueError(f"label_map must be (H, W) uint8, got {label_map.shape} {label_map.dtype}")
-        target = self.directory / f"{frame_index:05d}.png"
-        tmp = atomic_path(target)
+        if self.tmp_path is None:
+            raise ValueError(f"{self.directory}: writer is closed")
+        name = f"{frame_index:05d}.png"
         img = Image.fromarray(np.ascontiguousarray(label_map))
         img.putpalette(self._palette)  # turns the "L" image into "P" with the same indices
-        try:
-            with _writing(target):
-                img.save(tmp, format="PNG")
-                os.replace(tmp, target)
-        except BaseException:
-            _remove(tmp)
-            raise
+        target = self.directory / name
+        with writing(target):
+            img.save(self.tmp_path / name, format="PNG")
+        self.frames_written += 1
         return target
 
     def close(self) -> None:
-        """Nothing to finalise: every PNG was complete when ``write`` returned."""
+        """Swap the staged folder in at ``directory`` (nothing happens with no frame written). Idempotent."""
+        if self.tmp_path is None:
+            return
+        if self.frames_written == 0:
+            self.abort()
+            return
+        try:
+            with writing(self.directory):
+                swap_dir(self.tmp_path, self.directory)
+            self.tmp_path = None
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self) -> None:
-        """Nothing to undo: PNGs already written are complete and stay."""
+        """Delete the staging folder; ``directory`` is left untouched."""
+        staged, self.tmp_path = self.tmp_path, None
+        remove(staged)
 
 
 def _json_default(value: Any) -> Any:
@@ -287,38 +330,45 @@ class JsonLinesWriter(_ClosedOnExit):
     """Append one JSON object per line; the file appears at ``path`` on :meth:`close`.
 
     ``write(record)`` serialises a dict (NumPy scalars/arrays allowed) as one
-    line and flushes it to the temporary file. ``close()`` (also called when
-    leaving a ``with`` block, with or without an exception) renames it onto
-    ``path``; ``abort()`` deletes it. Parent folders are created. Raises
+    line and flushes it to an exclusive temporary file (``tmp_path``). ``close()``
+    (also called when leaving a ``with`` block, with or without an exception)
+    renames it onto ``path``, or leaves ``path`` untouched when nothing was
+    written; ``abort()`` deletes it. Parent folders are created. Raises
     :class:`InputError` when the file cannot be created, :class:`RuntimeFailure`
     when a write fails (disk full).
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self._tmp = atomic_path(self.path)
+        self.tmp_path: Path | None = None
+        self.frames_written = 0
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self._tmp, "w", encoding="utf-8")
+            fd, self.tmp_path = create_temp(self.path)
+            self._file = os.fdopen(fd, "w", encoding="utf-8")
         except OSError as exc:
+            remove(self.tmp_path)
             raise InputError(f"cannot create {self.path} ({exc}): choose a writable location") from exc
 
     def write(self, record: dict) -> None:
         """Append ``record`` as one JSON line and flush it."""
         line = json.dumps(record, default=_json_default) + "\n"
-        with _writing(self.path):
+        with writing(self.path):
             self._file.write(line)
             self._file.flush()
+        self.frames_written += 1
 
     def close(self) -> None:
-        """Close and rename onto ``path``. Idempotent."""
+        """Close and rename onto ``path`` (``path`` untouched if nothing was written). Idempotent."""
         if self._file is None:
             return
+        if self.frames_written == 0:
+            self.abort()
+            return
         try:
-            with _writing(self.path):
+            with writing(self.path):
                 file, self._file = self._file, None
                 file.close()
-                os.replace(self._tmp, self.path)
+                publish(self.tmp_path, self.path)
         except BaseException:
             self.abort()
             raise
@@ -329,5 +379,5 @@ class JsonLinesWriter(_ClosedOnExit):
         if file is not None:
             with contextlib.suppress(OSError):
                 file.close()
-        _remove(self._tmp)
+        remove(self.tmp_path)
 
