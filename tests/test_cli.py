@@ -151,7 +151,7 @@ def test_track_bad_input(tiny_model_dir, clip, tmp_path, args, kind, code, words
     ("no_dir", ["not found", "sam2trt export"]),
     ("no_json", ["model.json is missing"]),
     ("no_onnx", ["memory_attention.onnx is missing"]),
-    ("truncated_onnx", ["cannot load", "re-export"]),
+    ("truncated_onnx", ["mask_decoder.onnx", "sha256 differs"]),
     ("bad_json", ["cannot read"]),
 ])
 def test_track_bad_model_dir(tiny_model_dir, clip, tmp_path, breakage, words):
