@@ -1,22 +1,23 @@
-"""Build TensorRT engines from a model folder, and check that built engines still fit.
+"""Build TensorRT engines from a model folder.
 
 ``build_engines`` writes, next to the ONNX files:
 
 - ``<module>.engine``: one serialized engine per module, one optimization
   profile each (:func:`profile_shapes`);
 - ``engines.json``: TensorRT version, GPU, precision, profiles and the sha256
-  of each source ONNX file, read by :func:`check_engines_meta`;
+  of each source ONNX file, read back by :mod:`sam2trt.engine.compat`;
 - ``timing.cache`` (default): TensorRT's tactic timing cache, reused by later
   builds on the same GPU.
 
-Precision. ``fp16`` on TensorRT 10 (``BuilderFlag.FP16`` exists): the fp32 ONNX
-is parsed into a weakly typed network, FP16 kernels are allowed, and the layers
-of :data:`sam2trt.engine.fp16.FP32_OPS` (normalization, softmax, reductions,
-pow/sqrt/exp, sin/cos, resize) are pinned to fp32 with
-``OBEY_PRECISION_CONSTRAINTS``. On TensorRT 11 (weak typing removed) the
-mixed-precision ``<module>.fp16.onnx`` (same fp32 islands, written here if
-missing) is parsed into a ``STRONGLY_TYPED`` network. ``fp32`` builds the fp32
-ONNX as it is (TF32 stays allowed, TensorRT's default).
+Precision. Every network is created ``STRONGLY_TYPED`` (TensorRT 10 and 11
+alike; 11 has no other kind): each layer runs in the type its ONNX tensors
+have. ``fp16`` builds from the mixed-precision ``<module>.fp16.onnx`` (written
+here if missing or stale), whose fp32 islands are
+:data:`sam2trt.engine.fp16.FP32_OPS` (normalization, softmax, reductions,
+pow/sqrt/exp, sin/cos, resize, index math) -- the one fp32 policy, for
+TensorRT and ONNX Runtime alike. ``fp32`` builds the fp32 export as it is
+(TF32 stays allowed, TensorRT's default). No builder precision flag is set:
+``BuilderFlag.FP16`` (gone in TensorRT 11) is not allowed with strong typing.
 
 Trade-off, not yet measured on a GPU: the fp32 softmax between the two
 attention matmuls may keep TensorRT from fusing them into its fp16
@@ -32,23 +33,21 @@ import pathlib
 import time
 from typing import Callable
 
-from sam2trt.engine.compat import ENGINES_JSON
-from sam2trt.errors import EnvironmentMissing, RuntimeFailure, UsageError
+from sam2trt import __version__
+from sam2trt.engine import environment
+from sam2trt.engine.compat import (ENGINES_JSON, META_FORMAT, check_engines_meta, engine_paths,
+                                   read_engines_meta)
+from sam2trt.engine.environment import TRT_INSTALL_HINT
+from sam2trt.engine.fp16 import write_all_fp16
+from sam2trt.errors import EnvironmentMissing, ModelError, RuntimeFailure, UsageError
+from sam2trt.export.exporter import sha256_file
 from sam2trt.model_spec import MODULES, ModelSpec, load_model_spec
 
-META_FORMAT = 1
-ENGINE_SUFFIX = ".engine"
 TIMING_CACHE = "timing.cache"
 #: Largest number of prompt points per object in the mask decoder profile
 #: (a box is 2 points, so a box plus 14 clicks; tracking frames use 1). The
 #: tensors are tiny, so a generous maximum costs nothing measurable.
 MAX_POINTS = 16
-
-
-def engine_paths(spec_or_dir: ModelSpec | str | os.PathLike) -> dict[str, pathlib.Path]:
-    """``{module: <model folder>/<module>.engine}`` (files may not exist)."""
-    root = spec_or_dir.root if isinstance(spec_or_dir, ModelSpec) else pathlib.Path(spec_or_dir)
-    return {m: root / f"{m}{ENGINE_SUFFIX}" for m in MODULES}
 
 
 def profile_shapes(spec: ModelSpec, max_objects: int) -> dict[str, dict[str, tuple[tuple, tuple, tuple]]]:
@@ -118,58 +117,8 @@ def _jsonable_profiles(profiles: dict) -> dict:
     return {m: {i: [list(s) for s in mom] for i, mom in inputs.items()} for m, inputs in profiles.items()}
 
 
-def _rerun(spec_root) -> str:
-    return f"rerun `sam2trt build-engines {spec_root} --force`"
-
-
-def check_engines_meta(spec: ModelSpec, meta: dict, env) -> str | None:
-    """Whether engines described by ``meta`` (``engines.json``) can run here.
-
-    Checks, cheapest first: the record is complete, the engine files exist,
-    the GPU (device 0) has the same name and compute capability, TensorRT is
-    the same version, and each module's current ONNX file has the sha256
-    recorded at build time.
-
-    Args:
-        spec: the model folder.
-        meta: parsed ``engines.json``.
-        env: a :class:`sam2trt.engine.environment.Environment`.
-
-    Returns:
-        None when compatible, else one line naming what differs and ending with
-        "rerun `sam2trt build-engines <dir> --force`".
-    """
-    from sam2trt.export.exporter import sha256_file
-
-    fix = _rerun(spec.root)
-    need = ("format_version", "tensorrt_version", "gpu", "compute_capability", "onnx_sha256")
-    if not isinstance(meta, dict) or any(k not in meta for k in need) or meta.get("format_version") != META_FORMAT:
-        return f"{spec.root / ENGINES_JSON} is incomplete or from another sam2trt version: {fix}"
-    missing = [p.name for p in engine_paths(spec).values() if not p.is_file()]
-    if missing:
-        return f"{', '.join(missing)} missing in {spec.root}: {fix}"
-    if not env.gpus:
-        return f"no CUDA GPU is visible, the engines need one ({meta['gpu']}): run on that GPU or use --backend onnxruntime"
-    gpu = env.gpus[0]
-    if str(meta["compute_capability"]) != gpu.compute_capability:
-        return (f"engines were built for {meta['gpu']} (compute capability {meta['compute_capability']}), "
-                f"this GPU is {gpu.name} ({gpu.compute_capability}): {fix}")
-    if meta["gpu"] != gpu.name:
-        return f"engines were built on {meta['gpu']}, this GPU is {gpu.name}: {fix}"
-    if meta["tensorrt_version"] != env.tensorrt_version:
-        return (f"engines were built with TensorRT {meta['tensorrt_version']}, "
-                f"this is TensorRT {env.tensorrt_version}: {fix}")
-    for module in MODULES:
-        recorded = meta["onnx_sha256"].get(module)
-        if recorded != sha256_file(spec.path(module)):
-            return f"{spec.path(module).name} changed since the engines were built: {fix}"
-    return None
-
-
 def _check_environment(env) -> None:
     """Raise :class:`EnvironmentMissing` naming what build-engines lacks (TensorRT and/or a GPU)."""
-    from sam2trt.engine.environment import TRT_INSTALL_HINT
-
     no_gpu = "no CUDA GPU found: build-engines must run on the target NVIDIA GPU"
     if env.tensorrt_version is None:
         extra = f"; also {no_gpu}" if not env.gpus else ""
@@ -189,49 +138,44 @@ def _write_atomic(path: pathlib.Path, data) -> None:
             tmp.unlink()
 
 
-def _pin_fp32_layers(trt, network) -> int:
-    """TensorRT 10 weak typing: force the fp32-island layers to fp32. Returns how many were pinned."""
-    L = trt.LayerType
-    unary = {trt.UnaryOperation.SQRT, trt.UnaryOperation.EXP, trt.UnaryOperation.SIN, trt.UnaryOperation.COS}
-    floats = {trt.float32, trt.float16}
-    pinned = 0
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        kind = layer.type
-        pin = kind in (L.NORMALIZATION, L.SOFTMAX, L.REDUCE, L.RESIZE)
-        if kind == L.ELEMENTWISE:
-            layer.__class__ = trt.IElementWiseLayer
-            pin = layer.op == trt.ElementWiseOperation.POW
-        elif kind == L.UNARY:
-            layer.__class__ = trt.IUnaryLayer
-            pin = layer.op in unary
-        if not pin or not all(layer.get_output(j).dtype in floats for j in range(layer.num_outputs)):
-            continue
-        layer.precision = trt.float32
-        for j in range(layer.num_outputs):
-            layer.set_output_type(j, trt.float32)
-        pinned += 1
-    return pinned
+def network_flags(trt) -> int:
+    """``create_network`` flags: ``STRONGLY_TYPED`` (the module docstring says why)."""
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
-def _build_one(trt, builder, logger, onnx_path: pathlib.Path, shapes: dict, *, weak_fp16: bool,
-               strongly_typed: bool, workspace_gib: float, cache) -> bytes:
-    """Parse ``onnx_path`` and build one serialized engine, recording tactics in ``cache``."""
-    flags = 0
-    if strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
+def create_trt_object(factory, *args, what: str):
+    """``factory(*args)`` for a TensorRT object (``trt.Builder``, ``trt.Runtime``, ``trt.OnnxParser``).
+
+    Returns:
+        The new object.
+    Raises:
+        RuntimeFailure: one line (exit 4) when TensorRT creates nothing: the
+            bindings then raise ``TypeError("pybind11::init(): factory function
+            returned nullptr")`` (no usable CUDA driver or GPU, out of memory).
+    """
+    try:
+        return factory(*args)
+    except TypeError as e:
+        if "nullptr" not in str(e):
+            raise
+        raise RuntimeFailure(f"TensorRT could not create its {what} (see the TensorRT log above): "
+                             "check the GPU and driver with `sam2trt doctor`") from None
+
+
+def _build_one(trt, builder, logger, onnx_path: pathlib.Path, shapes: dict, *, workspace_gib: float,
+               cache) -> bytes:
+    """Parse ``onnx_path`` into a strongly typed network and build one serialized engine.
+
+    Tactic timings are read from and recorded in ``cache`` (an ``ITimingCache``).
+    """
+    network = builder.create_network(network_flags(trt))
+    parser = create_trt_object(trt.OnnxParser, network, logger, what="ONNX parser")
     if not parser.parse_from_file(str(onnx_path)):
         errs = [str(parser.get_error(i)).strip().replace("\n", " ") for i in range(parser.num_errors)]
         raise RuntimeFailure(f"TensorRT cannot parse {onnx_path.name}: {errs[0] if errs else 'unknown error'}"
                              f"{f' (+{len(errs) - 1} more)' if len(errs) > 1 else ''}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
-    if weak_fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        _pin_fp32_layers(trt, network)
     dynamic = [network.get_input(i) for i in range(network.num_inputs) if -1 in tuple(network.get_input(i).shape)]
     if dynamic:
         profile = builder.create_optimization_profile()
@@ -250,12 +194,12 @@ def _build_one(trt, builder, logger, onnx_path: pathlib.Path, shapes: dict, *, w
     return bytes(serialized)
 
 
-def _engines_up_to_date(spec: ModelSpec, meta_path: pathlib.Path, want: dict, env) -> bool:
+def _engines_up_to_date(spec: ModelSpec, want: dict, env) -> bool:
     try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError):
+        meta = read_engines_meta(spec)
+    except ModelError:
         return False
-    if any(meta.get(k) != v for k, v in want.items()):
+    if meta is None or any(meta.get(k) != v for k, v in want.items()):
         return False
     return check_engines_meta(spec, meta, env) is None
 
@@ -282,39 +226,29 @@ def build_engines(model_dir: str | os.PathLike, *, precision: str = "fp16", max_
         sam2trt.errors.ModelError: not a complete model folder.
         UsageError: bad precision or max_objects.
         EnvironmentMissing: TensorRT is not installed, or no CUDA GPU (exit 5).
-        RuntimeFailure: TensorRT could not parse or build a module.
+        RuntimeFailure: TensorRT could not parse or build a module, or create its builder.
     """
-    from sam2trt.engine.environment import detect
-    from sam2trt.export.exporter import sha256_file
-
     if precision not in ("fp16", "fp32"):
         raise UsageError(f"precision {precision!r}: use fp16 or fp32")
     if not workspace_gib > 0:
         raise UsageError(f"workspace {workspace_gib} GiB must be positive")
     spec = load_model_spec(model_dir)
     profiles = profile_shapes(spec, max_objects)
-    env = detect()
+    env = environment.detect()
     _check_environment(env)
     meta_path = spec.root / ENGINES_JSON
     want = {"precision": precision, "max_objects": max_objects, "profiles": _jsonable_profiles(profiles)}
-    if not force and meta_path.is_file() and _engines_up_to_date(spec, meta_path, want, env):
+    if not force and _engines_up_to_date(spec, want, env):
         log(f"engines in {spec.root} are up to date (use --force to rebuild)")
         return spec.root
 
     import tensorrt as trt
 
-    # TensorRT 10 has weak typing (BuilderFlag.FP16); 11 removed it and builds strongly typed networks only.
-    weak = (env.tensorrt_major or 0) < 11 and hasattr(trt.BuilderFlag, "FP16")
-    sources = {m: spec.path(m) for m in MODULES}
-    if precision == "fp16" and not weak:
-        from sam2trt.engine.fp16 import write_all_fp16
-
-        sources = write_all_fp16(spec, log=log)
-    typing = "weak" if weak else "strong"
+    sources = write_all_fp16(spec, log=log) if precision == "fp16" else {m: spec.path(m) for m in MODULES}
     cache_path = pathlib.Path(timing_cache) if timing_cache else spec.root / TIMING_CACHE
     onnx_sha = {m: sha256_file(spec.path(m)) for m in MODULES}  # before the build: detect edits during it
     logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+    builder = create_trt_object(trt.Builder, logger, what="builder")
     cache_config = builder.create_builder_config()  # owns the timing cache shared by the four builds
     cache = cache_config.create_timing_cache(cache_path.read_bytes()) if cache_path.is_file() else None
     if cache is not None and not cache_config.set_timing_cache(cache, ignore_mismatch=False):
@@ -326,18 +260,16 @@ def build_engines(model_dir: str | os.PathLike, *, precision: str = "fp16", max_
         log(f"timing cache: {cache_path}")
     gpu = env.gpus[0]
     log(f"building {precision} engines on {gpu.name} (compute capability {gpu.compute_capability}) "
-        f"with TensorRT {env.tensorrt_version} ({typing}ly typed), up to {max_objects} objects")
+        f"with TensorRT {env.tensorrt_version} (strongly typed), up to {max_objects} objects")
     meta_path.unlink(missing_ok=True)  # engines.json describes complete builds only
     for module in MODULES:
         t0 = time.perf_counter()
         data = _build_one(trt, builder, logger, sources[module], profiles[module],
-                          weak_fp16=weak and precision == "fp16", strongly_typed=not weak,
                           workspace_gib=workspace_gib, cache=cache)
         path = engine_paths(spec)[module]
         _write_atomic(path, data)
         log(f"wrote {path.name} ({len(data) / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s) from {sources[module].name}")
     _write_atomic(cache_path, bytes(cache.serialize()))
-    from sam2trt import __version__
 
     meta = {
         "format_version": META_FORMAT,
@@ -346,7 +278,7 @@ def build_engines(model_dir: str | os.PathLike, *, precision: str = "fp16", max_
         "gpu": gpu.name,
         "compute_capability": gpu.compute_capability,
         "precision": precision,
-        "typing": typing,
+        "typing": "strong",
         "max_objects": max_objects,
         "workspace_gib": workspace_gib,
         "profiles": want["profiles"],

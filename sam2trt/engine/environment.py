@@ -4,11 +4,13 @@ Everything is detected lazily and never raises: a missing package, library or
 binary just leaves the field empty. GPUs come from cuda-python when it is
 installed (``cuda.bindings.runtime``, or the older ``cuda.cudart``), else from
 ``nvidia-smi``; without either, no GPU is reported.
+
+A leaf: imports no other ``sam2trt`` module (``doctor`` composes these lines
+with the backend choice in :func:`sam2trt.runtime.select.doctor_lines`).
 """
 
 from __future__ import annotations
 
-import pathlib
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -165,18 +167,14 @@ def detect() -> Environment:
     return env
 
 
-def doctor_lines(model_dir: pathlib.Path | str | None = None, env: Environment | None = None) -> list[str]:
-    """Human-readable report for ``sam2trt doctor``.
+def machine_lines(env: Environment | None = None) -> list[str]:
+    """The machine part of ``sam2trt doctor``: GPUs, driver, CUDA runtime, TensorRT, ONNX Runtime.
 
     Args:
-        model_dir: a model folder; when given, adds which backend
-            ``track --backend auto`` would pick for it and why, and what its
-            ``engines.json`` says.
         env: a precomputed :func:`detect` result (default: detect now).
 
     Returns:
-        Lines without trailing newlines. Never raises for a bad model folder:
-        its error becomes a line.
+        Lines without trailing newlines; what is missing is said with its install hint.
     """
     env = env or detect()
     lines = []
@@ -198,32 +196,4 @@ def doctor_lines(model_dir: pathlib.Path | str | None = None, env: Environment |
         lines.append(f"ONNX Runtime: {env.onnxruntime_version} (providers: {', '.join(env.onnxruntime_providers) or 'none'})")
     else:
         lines.append("ONNX Runtime: not installed (pip install onnxruntime)")
-    if model_dir is None:
-        return lines
-    from sam2trt.errors import Sam2TrtError
-    from sam2trt.model_spec import load_model_spec
-    from sam2trt.runtime.base import choose_backend
-
-    try:
-        spec = load_model_spec(model_dir)
-    except Sam2TrtError as e:
-        lines.append(f"model: {e}")
-        return lines
-    lines.append(f"model: {spec.root} ({spec.config})")
-    meta = spec.root / "engines.json"
-    if meta.is_file():
-        import json
-
-        try:
-            m = json.loads(meta.read_text())
-            lines.append(f"engines: {m.get('precision')} for {m.get('gpu')} (compute capability "
-                         f"{m.get('compute_capability')}), TensorRT {m.get('tensorrt_version')}, "
-                         f"up to {m.get('max_objects')} objects, built {m.get('created')}")
-        except (OSError, ValueError):
-            lines.append(f"engines: {meta} is unreadable")
-    try:
-        backend, reason = choose_backend(spec, "auto")
-    except Sam2TrtError as e:
-        backend, reason = "none", str(e)
-    lines.append(f"track --backend auto: {backend} ({reason})")
     return lines

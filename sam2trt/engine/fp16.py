@@ -1,8 +1,9 @@
 """Mixed-precision ONNX: fp16 weights and compute with fp32 islands.
 
-TensorRT 11 builds only *strongly typed* networks: the precision of every layer
-is the type written in the ONNX graph, so an fp16 engine is built from an fp16
-ONNX file. This module writes that file (``<module>.fp16.onnx``) from the fp32
+``sam2trt build-engines`` builds *strongly typed* networks (TensorRT 10 and
+11): the precision of every layer is the type written in the ONNX graph, so an
+fp16 engine is built from an fp16 ONNX file, and :data:`FP32_OPS` is the one
+fp32-island policy of the project. This module writes that file (``<module>.fp16.onnx``) from the fp32
 export; it is a plain ONNX model that also runs in ONNX Runtime (the CPU
 provider inserts casts around ops that lack fp16 kernels).
 
@@ -50,12 +51,15 @@ from __future__ import annotations
 
 import os
 import pathlib
+import sys
 import time
 from typing import Callable
 
 import numpy as np
 
-from sam2trt.model_spec import MODULES, ModelSpec
+from sam2trt.errors import ModelError, RuntimeFailure, Sam2TrtError
+from sam2trt.export.exporter import sha256_file
+from sam2trt.model_spec import MODULES, ModelSpec, load_model_spec
 
 #: Ops computed in float32 inside an fp16 graph (see the module docstring).
 FP32_OPS = frozenset({
@@ -302,9 +306,6 @@ def write_fp16_onnx(src: str | os.PathLike, dst: str | os.PathLike) -> pathlib.P
     """
     import onnx
 
-    from sam2trt.errors import ModelError, RuntimeFailure
-    from sam2trt.export.exporter import sha256_file
-
     src, dst = pathlib.Path(src), pathlib.Path(dst)
     try:
         model = onnx.load(str(src))
@@ -353,8 +354,6 @@ def write_all_fp16(spec: ModelSpec, log: Callable[[str], None] = print, force: b
     Raises:
         As :func:`write_fp16_onnx`.
     """
-    from sam2trt.export.exporter import sha256_file
-
     paths = fp16_paths(spec)
     for module, dst in paths.items():
         src = spec.path(module)
@@ -369,11 +368,6 @@ def write_all_fp16(spec: ModelSpec, log: Callable[[str], None] = print, force: b
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m sam2trt.engine.fp16 MODEL_DIR [--force]``: write the four ``.fp16.onnx`` files."""
-    import sys
-
-    from sam2trt.errors import Sam2TrtError
-    from sam2trt.model_spec import load_model_spec
-
     args = list(sys.argv[1:] if argv is None else argv)
     force = "--force" in args
     args = [a for a in args if a != "--force"]

@@ -2,13 +2,17 @@
 ``infer(feed, keep=()) -> dict`` (the Polygraphy runner shape; ``keep``
 names outputs a device backend may leave in its memory).
 
+- :mod:`sam2trt.runtime.base`                -- the runner interface, ``ModuleRunners``
+- :mod:`sam2trt.runtime.select`              -- backend choice, ``open_runners``, ``doctor``
 - :mod:`sam2trt.runtime.onnxruntime_backend` -- ONNX Runtime (CPU, default everywhere)
-- :mod:`sam2trt.runtime.tensorrt_backend`    -- TensorRT engines on pinned CUDA buffers
+- :mod:`sam2trt.runtime.tensorrt_backend`    -- TensorRT engine loader and runner
+- :mod:`sam2trt.runtime.cuda_memory`         -- CUDA stream, block pool, device tensors
 
 Heavy imports (onnxruntime, tensorrt, cuda) happen when a runner is activated,
 so the CLI starts without them.
 """
 
-from sam2trt.runtime.base import ModuleRunners, Runner, open_runners
+from sam2trt.runtime.base import ModuleRunners, Runner
+from sam2trt.runtime.select import open_runners
 
 __all__ = ["ModuleRunners", "Runner", "open_runners"]

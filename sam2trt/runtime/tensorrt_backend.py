@@ -1,23 +1,24 @@
-"""TensorRT backend: one deserialized engine per module, on pinned CUDA buffers.
+"""TensorRT backend: one runner per module engine, on the model's shared CUDA memory.
 
-The four :class:`TensorRTRunner` of one model (Polygraphy-style context
-managers) share one :class:`CudaMemory`: one CUDA stream, on which every copy
-and every engine runs in order, and a pool of device blocks for the tensors
-that stay on the GPU between modules and frames. Each runner owns, from
-``__enter__`` to ``__exit__``, its engine and execution context and, for every
-I/O tensor, one device buffer (``cudaMalloc``) and one pinned host buffer
-(``cudaMallocHost``) sized for the *largest* shape of the engine's
-optimization profile, so nothing is allocated per call.
+As in Polygraphy, loading and running are apart: :class:`EngineFromPath` is a
+loader (a callable returning a deserialized ``ICudaEngine``), and
+:class:`TensorRTRunner` takes an engine or a loader. The four runners of one
+model share one :class:`~sam2trt.runtime.cuda_memory.CudaMemory` (stream and
+pool of device blocks, :mod:`sam2trt.runtime.cuda_memory`). Each runner owns,
+from ``__enter__`` to ``__exit__``, its execution context and, for every I/O
+tensor, one device buffer and one pinned host buffer sized for the *largest*
+shape of the engine's optimization profile, so nothing is allocated per call.
 
 What crosses PCIe (``infer(feed, keep=...)``):
 
 - Host inputs (NumPy arrays) are copied into the pinned buffer and uploaded.
-- Inputs that are :class:`CudaTensor` (outputs kept by an earlier call, of any
-  of the four runners) are bound by address, without a copy when 256-byte
-  aligned; a (nested) list of them is gathered into the input buffer with
-  device-to-device copies (the memory bank's frames into ``maskmem_features``).
+- Inputs that are :class:`~sam2trt.runtime.cuda_memory.CudaTensor` (outputs
+  kept by an earlier call, of any of the four runners) are bound by address,
+  without a copy when 256-byte aligned; a (nested) list of them is gathered
+  into the input buffer with device-to-device copies (the memory bank's
+  frames into ``maskmem_features``).
 - Outputs named in ``keep`` are written by the engine straight into a block of
-  the pool and returned as :class:`CudaTensor`; the others are downloaded into
+  the pool and returned as ``CudaTensor``; the others are downloaded into
   pinned memory and returned as new NumPy arrays. The stream is synchronized
   only when something comes back to the host.
 
@@ -27,199 +28,74 @@ spatial features on the GPU: per frame and object, the frame goes up, the
 four low-resolution masks, scores and object pointers come down (about 1 MB),
 and the chosen mask (256 KB) and the selected object pointers (16 KB) go up.
 
-Needs TensorRT (10 or 11) and cuda-python; both are imported when a runner is
-activated, so importing this module works without them.
+Needs TensorRT (10 or 11) and cuda-python; both are imported when an engine is
+loaded or a runner is activated, so importing this module works without them.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import pathlib
 from typing import Collection
 
 import numpy as np
 
+from sam2trt.engine.build import create_trt_object
+from sam2trt.engine.compat import engine_paths
+from sam2trt.engine.environment import TRT_INSTALL_HINT
 from sam2trt.errors import EnvironmentMissing, ModelError, RuntimeFailure
 from sam2trt.model_spec import MODULES, ModelSpec
 from sam2trt.runtime.base import to_host
-
-#: TensorRT wants tensor addresses aligned to 256 bytes; pool blocks are.
-ALIGNMENT = 256
+from sam2trt.runtime.cuda_memory import ALIGNMENT, CudaMemory, CudaTensor, import_cudart
 
 
-def _import_trt():
+def import_tensorrt():
+    """The ``tensorrt`` module.
+
+    Raises:
+        EnvironmentMissing: TensorRT is not installed (exit 5).
+    """
     try:
         import tensorrt as trt
     except ImportError:
-        from sam2trt.engine.environment import TRT_INSTALL_HINT
-
         raise EnvironmentMissing(f"TensorRT is not installed: {TRT_INSTALL_HINT}; "
                                  "or track with --backend onnxruntime") from None
     return trt
 
 
-def _import_cudart():
-    from sam2trt.engine.environment import import_cudart
+class EngineFromPath:
+    """Loader: deserializes an engine file written by ``sam2trt build-engines``.
 
-    rt = import_cudart()
-    if rt is None:
-        raise EnvironmentMissing("cuda-python is not installed (the TensorRT backend needs it): "
-                                 "pip install 'sam2trt[trt]' or pip install cuda-python")
-    return rt
+    Mirrors Polygraphy's ``EngineFromPath``: calling the loader returns a new
+    ``tensorrt.ICudaEngine``. The loader keeps the ``tensorrt.Runtime`` that
+    deserialized it and its logger, which must outlive the engine.
 
+    Args:
+        path: the ``.engine`` file.
 
-def _check(rt, result, what: str):
-    """Unpack a cuda-python ``(err, *values)`` tuple; raise RuntimeFailure on error."""
-    err, *values = result if isinstance(result, tuple) else (result,)
-    if err != rt.cudaError_t.cudaSuccess:
-        _, msg = rt.cudaGetErrorString(err)
-        msg = msg.decode() if isinstance(msg, bytes) else str(msg)
-        raise RuntimeFailure(f"CUDA {what} failed ({msg})")
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else values
-
-
-class CudaMemory:
-    """The CUDA stream and device-memory pool shared by one model's runners.
-
-    Opened by the first runner's ``__enter__`` and closed by the last runner's
-    ``__exit__`` (the stream is synchronized, then every pool block freed):
-    :class:`CudaTensor` values must not be used after that. Blocks are sizes
-    rounded up to :data:`ALIGNMENT` bytes; a block whose last tensor view is
-    garbage-collected goes back to a free list of its size (``cudaFree`` only
-    at close, since it synchronizes the device). Reuse is safe because all work
-    runs on the one stream, in order.
-
-    Raises (from its methods): RuntimeFailure when a CUDA call fails.
+    Raises (when called):
+        EnvironmentMissing: TensorRT is not installed.
+        ModelError: the file is missing or cannot be deserialized here (built
+            for another GPU or TensorRT version).
+        RuntimeFailure: TensorRT could not create its runtime (no usable GPU or driver).
     """
 
-    def __init__(self):
-        self.rt = None
-        self.stream = None
-        self.users = 0
-        self.generation = 0
-        self._free: dict[int, list[int]] = {}
-        self._owned: list[int] = []
+    def __init__(self, path: str | os.PathLike):
+        self.path = pathlib.Path(path)
+        self.runtime = self.logger = None
 
-    def acquire(self, rt) -> None:
-        """Register one runner; the first creates the stream."""
-        if self.users == 0:
-            self.rt = rt
-            self.stream = _check(rt, rt.cudaStreamCreate(), "cudaStreamCreate")
-            self.generation += 1
-        self.users += 1
-
-    def release(self) -> None:
-        """Unregister one runner; the last frees the pool and the stream."""
-        self.users -= 1
-        if self.users > 0:
-            return
-        rt = self.rt
-        if self.stream is not None:
-            rt.cudaStreamSynchronize(self.stream)
-        for ptr in self._owned:
-            rt.cudaFree(ptr)
-        self._owned.clear()
-        self._free.clear()
-        if self.stream is not None:
-            rt.cudaStreamDestroy(self.stream)
-        self.stream = None
-        self.generation += 1  # blocks still referenced will not come back to the (gone) free lists
-
-    def alloc(self, nbytes: int) -> "_Block":
-        """A device block of at least ``nbytes`` bytes, from the free list when one fits exactly."""
-        size = max(ALIGNMENT, -(-int(nbytes) // ALIGNMENT) * ALIGNMENT)
-        free = self._free.get(size)
-        if free:
-            ptr = free.pop()
-        else:
-            ptr = int(_check(self.rt, self.rt.cudaMalloc(size), f"cudaMalloc({size} bytes) for a kept tensor"))
-            self._owned.append(ptr)
-        return _Block(self, ptr, size, self.generation)
-
-    def _give_back(self, block: "_Block") -> None:
-        if block.generation == self.generation and self.users > 0:
-            self._free.setdefault(block.size, []).append(block.ptr)
-
-    def copy(self, dst: int, src: int, nbytes: int, kind, what: str) -> None:
-        """``cudaMemcpyAsync`` on the shared stream."""
-        if nbytes:
-            _check(self.rt, self.rt.cudaMemcpyAsync(dst, src, nbytes, kind, self.stream), what)
-
-    def synchronize(self) -> None:
-        """Wait for everything queued on the stream."""
-        _check(self.rt, self.rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
-
-    def download(self, tensor: "CudaTensor") -> np.ndarray:
-        """Copy ``tensor`` into a new host array (synchronizes the stream)."""
-        out = np.empty(tensor.shape, tensor.dtype)
-        self.copy(out.ctypes.data, tensor.ptr, tensor.nbytes, self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
-                  "copy of a kept tensor to the host")
-        self.synchronize()
-        return out
-
-
-class _Block:
-    """One pool allocation; returns itself to the pool when garbage-collected."""
-
-    __slots__ = ("memory", "ptr", "size", "generation")
-
-    def __init__(self, memory: CudaMemory, ptr: int, size: int, generation: int):
-        self.memory, self.ptr, self.size, self.generation = memory, ptr, size, generation
-
-    def __del__(self):
-        try:
-            self.memory._give_back(self)
-        except Exception:  # interpreter shutdown
-            pass
-
-
-class CudaTensor:
-    """A tensor in GPU memory, kept by a :class:`TensorRTRunner` (``infer(..., keep=...)``).
-
-    Attributes:
-        ptr: device address (int); shape: tuple of ints; dtype: NumPy dtype.
-
-    ``t[i]`` is a view of row ``i`` along axis 0 (no copy; it keeps the block
-    alive). ``np.asarray(t)`` downloads a copy (synchronizing the stream). Pass
-    tensors, or (nested) lists of them, back into any runner of the same model.
-    Valid until the runners close.
-    """
-
-    __slots__ = ("_block", "ptr", "shape", "dtype")
-
-    def __init__(self, block: _Block, ptr: int, shape: tuple[int, ...], dtype):
-        self._block, self.ptr, self.shape, self.dtype = block, int(ptr), tuple(int(d) for d in shape), np.dtype(dtype)
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, i) -> "CudaTensor":
-        if not isinstance(i, (int, np.integer)) or not self.shape:
-            raise TypeError("CudaTensor supports t[i] (one row along axis 0) only; np.asarray(t) downloads it")
-        n, i = self.shape[0], int(i)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"row {i} out of range for shape {self.shape}")
-        return CudaTensor(self._block, self.ptr + i * (self.nbytes // n), self.shape[1:], self.dtype)
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        out = self._block.memory.download(self)
-        return out if dtype is None else out.astype(dtype, copy=False)
-
-    def __repr__(self) -> str:
-        return f"CudaTensor(shape={self.shape}, dtype={self.dtype}, ptr=0x{self.ptr:x})"
+    def __call__(self):
+        trt = import_tensorrt()
+        if not self.path.is_file():
+            raise ModelError(f"{self.path} not found: run `sam2trt build-engines {self.path.parent}` on this GPU")
+        if self.runtime is None:
+            self.logger = trt.Logger(trt.Logger.WARNING)
+            self.runtime = create_trt_object(trt.Runtime, self.logger, what="runtime")
+        engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if engine is None:
+            raise ModelError(f"TensorRT cannot load {self.path} (built for another GPU or TensorRT?): "
+                             f"rerun `sam2trt build-engines {self.path.parent} --force`")
+        return engine
 
 
 def _leaves(value) -> tuple[list, tuple[int, ...]]:
@@ -240,13 +116,14 @@ def _leaves(value) -> tuple[list, tuple[int, ...]]:
 
 
 class TensorRTRunner:
-    """Runs one module's TensorRT engine.
+    """Runs one module's TensorRT engine (Polygraphy's ``TrtRunner`` shape).
 
     Args:
-        path: the ``.engine`` file written by ``sam2trt build-engines``.
-        name: module name (default: the file stem).
-        memory: the :class:`CudaMemory` shared with the model's other runners
-            (default: a private one).
+        engine: a ``tensorrt.ICudaEngine``, or a loader returning one when
+            called (:class:`EngineFromPath`), called at ``__enter__``.
+        name: module name (default: the loader's file stem, else ``"engine"``).
+        memory: the :class:`~sam2trt.runtime.cuda_memory.CudaMemory` shared with
+            the model's other runners (default: a private one).
 
     ``infer(feed, keep=())`` takes ``{input name: value}`` -- a NumPy array
     (converted to the engine's dtype, float32 or int32), a :class:`CudaTensor`
@@ -257,20 +134,26 @@ class TensorRTRunner:
 
     Raises (from ``__enter__``):
         EnvironmentMissing: TensorRT or cuda-python is not installed.
-        ModelError: the engine file is missing or cannot be deserialized here
-            (built for another GPU or TensorRT version).
+        ModelError: the loader's engine file is missing or cannot be
+            deserialized here (built for another GPU or TensorRT version).
         RuntimeFailure: a CUDA call failed (out of memory, no device).
     """
 
-    def __init__(self, path: str | os.PathLike, name: str | None = None, memory: CudaMemory | None = None):
-        self.path = pathlib.Path(path)
-        self.name = name or self.path.stem
+    def __init__(self, engine, name: str | None = None, memory: CudaMemory | None = None):
+        self._source = engine
+        path = getattr(engine, "path", None)
+        self.path = pathlib.Path(path) if path is not None else None
+        self.name = name or (self.path.stem if self.path is not None else "engine")
         self.memory = memory or CudaMemory()
         self._acquired = False
         self._reset()
 
+    def _fix(self, what: str) -> str:
+        """``sam2trt build-engines <model folder> <what>`` (the folder when known)."""
+        return f"sam2trt build-engines {self.path.parent if self.path is not None else 'MODEL_DIR'} {what}".rstrip()
+
     def _reset(self) -> None:
-        self.engine = self.context = self._runtime = self._logger = None
+        self.engine = self.context = None
         self._pending = False
         self._device: dict[str, int] = {}
         self._host_ptr: dict[str, int] = {}
@@ -281,35 +164,23 @@ class TensorRTRunner:
         self.max_shapes: dict[str, tuple[int, ...]] = {}
         self._static: dict[str, bool] = {}
 
-    def _cuda(self, result, what: str):
-        try:
-            return _check(self._rt, result, what)
-        except RuntimeFailure as e:
-            raise RuntimeFailure(f"{self.name}: {e}") from None
-
     # -- lifecycle ------------------------------------------------------------
     def __enter__(self) -> "TensorRTRunner":
-        trt = _import_trt()
-        self._rt = _import_cudart()
-        if not self.path.is_file():
-            raise ModelError(f"{self.path} not found: run `sam2trt build-engines {self.path.parent}` on this GPU")
+        trt = import_tensorrt()
+        self._rt = import_cudart()
+        engine = self._source() if callable(self._source) else self._source
         try:
             self.memory.acquire(self._rt)
             self._acquired = True
-            self._setup(trt)
+            self._setup(trt, engine)
         except BaseException:
             self._release()
             raise
         return self
 
-    def _setup(self, trt) -> None:
-        rt = self._rt
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
-        if self.engine is None:
-            raise ModelError(f"TensorRT cannot load {self.path} (built for another GPU or TensorRT?): "
-                             f"rerun `sam2trt build-engines {self.path.parent} --force`")
+    def _setup(self, trt, engine) -> None:
+        mem = self.memory
+        self.engine = engine
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise RuntimeFailure(f"{self.name}: TensorRT could not create an execution context (GPU out of memory?)")
@@ -332,27 +203,28 @@ class TensorRTRunner:
             if any(d < 0 for d in shape):
                 raise RuntimeFailure(f"{self.name}: output {n} has a data-dependent shape {shape}; not supported")
             self.max_shapes[n] = shape
-        for n in names:
-            nbytes = max(1, int(np.prod(self.max_shapes[n], dtype=np.int64)) * self.dtypes[n].itemsize)
-            self._device[n] = int(self._cuda(rt.cudaMalloc(nbytes), f"cudaMalloc({nbytes} bytes) for {n}"))
-            self._host_ptr[n] = int(self._cuda(rt.cudaMallocHost(nbytes), f"cudaMallocHost({nbytes} bytes) for {n}"))
-            raw = (ctypes.c_uint8 * nbytes).from_address(self._host_ptr[n])
-            self._host[n] = np.frombuffer(raw, dtype=np.uint8).view(self.dtypes[n])
+        try:
+            for n in names:
+                nbytes = max(1, int(np.prod(self.max_shapes[n], dtype=np.int64)) * self.dtypes[n].itemsize)
+                self._device[n] = mem.malloc(nbytes, n)
+                self._host_ptr[n], raw = mem.malloc_host(nbytes, n)
+                self._host[n] = raw.view(self.dtypes[n])
+        except RuntimeFailure as e:
+            raise RuntimeFailure(f"{self.name}: {e}") from None
 
     def _release(self) -> None:
-        rt = getattr(self, "_rt", None)
-        if rt is not None and self._acquired:
-            if self.memory.stream is not None:
-                rt.cudaStreamSynchronize(self.memory.stream)
+        mem = self.memory
+        if self._acquired:
+            if mem.stream is not None:
+                mem.rt.cudaStreamSynchronize(mem.stream)
             for ptr in self._device.values():
-                rt.cudaFree(ptr)
+                mem.free(ptr)
             self._host.clear()  # numpy views must go before their pinned memory
             for ptr in self._host_ptr.values():
-                rt.cudaFreeHost(ptr)
-        # Context before engine before runtime (TensorRT's destruction order).
+                mem.free_host(ptr)
+        # Context before engine (TensorRT's destruction order); a loader keeps its runtime.
         self.context = None
         self.engine = None
-        self._runtime = None
         self._reset()
         if self._acquired:
             self._acquired = False
@@ -373,7 +245,7 @@ class TensorRTRunner:
         if self._static[n]:
             if shape != self.max_shapes[n]:
                 raise RuntimeFailure(f"{self.name}: input {n} has shape {shape}, the engine takes "
-                                     f"{self.max_shapes[n]}: rerun `sam2trt build-engines {self.path.parent} --force`")
+                                     f"{self.max_shapes[n]}: rerun `{self._fix('--force')}`")
             return
         size = int(np.prod(shape, dtype=np.int64))
         if len(shape) == len(self.max_shapes[n]) and size <= self._host[n].size \
@@ -384,7 +256,7 @@ class TensorRTRunner:
             raise RuntimeFailure(f"{self.name}: {shape[1]} prompt points for one object, the engines take "
                                  f"at most {hi[1]} (a box counts as 2): give fewer points or --backend onnxruntime")
         raise RuntimeFailure(f"{self.name}: input {n} of shape {shape} is outside the engine profile (max {hi}): "
-                             f"rebuild with `sam2trt build-engines {self.path.parent} --max-objects N --force`")
+                             f"rebuild with `{self._fix('--max-objects N --force')}`")
 
     def _bind_input(self, n: str, value) -> None:
         """Set input ``n``'s shape and address: bind a kept tensor, gather a list of them, or upload host data."""
@@ -394,6 +266,8 @@ class TensorRTRunner:
         on_device = [isinstance(p, CudaTensor) for p in parts]
         if all(on_device):
             for p in parts:
+                if p.released:
+                    raise RuntimeFailure(f"{self.name}: input {n} is a released tensor (no longer on the GPU)")
                 if p.dtype != self.dtypes[n]:
                     raise RuntimeFailure(f"{self.name}: input {n} is a {p.dtype} tensor, the engine takes "
                                          f"{self.dtypes[n]}")
@@ -448,7 +322,7 @@ class TensorRTRunner:
             addr = self._device[n]
             if n in keep:
                 block = mem.alloc(sizes[n] * self.dtypes[n].itemsize)
-                kept[n] = CudaTensor(block, block.ptr, shapes[n], self.dtypes[n])
+                kept[n] = CudaTensor(mem, block, block.ptr, shapes[n], self.dtypes[n])
                 addr = block.ptr
             if not self.context.set_tensor_address(n, addr):
                 raise RuntimeFailure(f"{self.name}: TensorRT rejected the buffer address of {n}")
@@ -472,12 +346,11 @@ class TensorRTRunner:
 def make_runners(spec: ModelSpec, threads: int | None = None) -> dict[str, TensorRTRunner]:
     """One (not yet activated) runner per module, on ``<model folder>/<module>.engine``.
 
-    The four share one :class:`CudaMemory` (stream and pool), so tensors kept
-    by one runner feed the others. ``threads`` is accepted for interface parity
-    with ONNX Runtime and ignored.
+    Each runner loads its engine with :class:`EngineFromPath` at ``__enter__``.
+    The four share one :class:`~sam2trt.runtime.cuda_memory.CudaMemory` (stream
+    and pool), so tensors kept by one runner feed the others. ``threads`` is
+    accepted for interface parity with ONNX Runtime and ignored.
     """
-    from sam2trt.engine.build import engine_paths
-
     paths = engine_paths(spec)
     memory = CudaMemory()
-    return {name: TensorRTRunner(paths[name], name=name, memory=memory) for name in MODULES}
+    return {name: TensorRTRunner(EngineFromPath(paths[name]), name=name, memory=memory) for name in MODULES}

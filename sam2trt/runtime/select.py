@@ -1,0 +1,117 @@
+"""Backend selection: which backend runs a model folder here, and opening its four runners.
+
+``auto`` picks TensorRT when :func:`sam2trt.engine.compat.engines_status`
+says the folder's engines run on this machine, else ONNX Runtime. Asking for
+``tensorrt`` where they cannot run raises the status's error: EnvironmentMissing
+(exit 5) when this machine lacks TensorRT, cuda-python or a GPU, ModelError
+(exit 3) when the engines are missing, stale or built for another GPU.
+
+Also the ``doctor`` report (:func:`doctor_lines`): machine detection
+(:mod:`sam2trt.engine.environment`) composed with the engines and this choice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from sam2trt.engine import environment
+from sam2trt.engine.compat import describe_engines, engines_status
+from sam2trt.errors import Sam2TrtError, UsageError
+from sam2trt.model_spec import MODULES, ModelSpec, load_model_spec
+from sam2trt.runtime.base import ModuleRunners
+from sam2trt.runtime.onnxruntime_backend import make_runners as onnxruntime_runners
+from sam2trt.runtime.tensorrt_backend import make_runners as tensorrt_runners
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+
+def choose_backend(spec: ModelSpec, backend: str = "auto",
+                   env: environment.Environment | None = None) -> tuple[str, str]:
+    """Pick the backend for ``spec``'s folder.
+
+    Args:
+        spec: the loaded model folder.
+        backend: ``auto``, ``onnxruntime`` or ``tensorrt``.
+        env: a precomputed :func:`sam2trt.engine.environment.detect` (default: detect when needed).
+
+    Returns:
+        ``(backend, reason)`` -- the reason is a short human-readable sentence.
+
+    Raises:
+        UsageError: unknown backend name (exit 2).
+        sam2trt.errors.EnvironmentMissing: ``tensorrt`` asked for on a machine
+            without TensorRT, cuda-python or a CUDA GPU (exit 5).
+        sam2trt.errors.ModelError: ``tensorrt`` asked for, but the folder's
+            engines are missing, stale or for another GPU (exit 3).
+    """
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if backend == "onnxruntime":
+        return backend, "asked for with --backend onnxruntime"
+    status = engines_status(spec, env)
+    if backend == "tensorrt":
+        if not status.usable:
+            raise status.error()
+        return "tensorrt", "asked for with --backend tensorrt"
+    if status.usable:
+        return "tensorrt", "TensorRT engines built for this GPU were found"
+    return "onnxruntime", status.reason
+
+
+@contextlib.contextmanager
+def open_runners(spec: ModelSpec, backend: str = "auto", *, threads: int | None = None):
+    """Open the four module runners of ``spec`` on one backend (a context manager).
+
+    Args:
+        spec: the loaded model folder.
+        backend: ``auto``, ``onnxruntime`` or ``tensorrt``.
+        threads: intra-op threads for ONNX Runtime (default: all cores).
+
+    Yields:
+        :class:`~sam2trt.runtime.base.ModuleRunners`.
+
+    Raises:
+        As :func:`choose_backend`, and what the runners raise when they open.
+    """
+    chosen, reason = choose_backend(spec, backend)
+    make = tensorrt_runners if chosen == "tensorrt" else onnxruntime_runners
+    runners = make(spec, threads=threads)
+    with contextlib.ExitStack() as stack:
+        active = {name: stack.enter_context(runners[name]) for name in MODULES}
+        yield ModuleRunners(**active, backend=chosen, reason=reason)
+
+
+def doctor_lines(model_dir: str | os.PathLike | None = None,
+                 env: environment.Environment | None = None) -> list[str]:
+    """The ``sam2trt doctor`` report.
+
+    Args:
+        model_dir: a model folder; when given, adds the model, what its
+            ``engines.json`` says, and which backend ``track --backend auto``
+            would pick for it and why.
+        env: a precomputed :func:`sam2trt.engine.environment.detect` (default: detect now).
+
+    Returns:
+        Lines without trailing newlines: :func:`sam2trt.engine.environment.machine_lines`
+        first. Never raises for a bad model folder: its error becomes a line.
+    """
+    env = env or environment.detect()
+    lines = environment.machine_lines(env)
+    if model_dir is None:
+        return lines
+    try:
+        spec = load_model_spec(model_dir)
+    except Sam2TrtError as e:
+        lines.append(f"model: {e}")
+        return lines
+    lines.append(f"model: {spec.root} ({spec.config})")
+    engines = describe_engines(spec)
+    if engines:
+        lines.append(engines)
+    try:
+        backend, reason = choose_backend(spec, "auto", env)
+    except Sam2TrtError as e:
+        backend, reason = "none", str(e)
+    lines.append(f"track --backend auto: {backend} ({reason})")
+    return lines
