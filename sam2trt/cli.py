@@ -95,7 +95,7 @@ def build_engines(
 @app.command()
 def doctor(model: Optional[pathlib.Path] = typer.Option(None, "--model", help="also say which backend `track` would use for it")):
     """Print what this machine has (GPU, driver, CUDA, TensorRT, ONNX Runtime) and the backend track would use."""
-    from sam2trt.engine.environment import doctor_lines
+    from sam2trt.runtime.select import doctor_lines
     from sam2trt.model_spec import load_model_spec
 
     if model is not None:

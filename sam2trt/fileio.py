@@ -12,7 +12,8 @@ Every output sam2trt writes goes through here:
 - :func:`stage_dir` / :func:`swap_dir` do the same for a folder of files: the
   new folder is filled privately and swapped in whole, so the target never
   holds files from two runs.
-- :func:`atomic_write` is the one-shot helper built on those two.
+- :func:`atomic_output` is the one atomic-write helper built on those two
+  (:func:`atomic_write` for bytes or text in memory).
 - :func:`write_marker` creates the ``.NAME.incomplete`` marker files the same
   way (``O_NOFOLLOW``: a planted symlink is removed, never written through).
 
@@ -99,23 +100,37 @@ def remove(path: str | os.PathLike | None) -> None:
             p.unlink()
 
 
-def atomic_write(target: str | os.PathLike, data: bytes | str) -> None:
-    """Write ``data`` to ``target`` through an exclusive temporary and :func:`publish`.
+@contextlib.contextmanager
+def atomic_output(target: str | os.PathLike) -> Iterator[Path]:
+    """The one atomic-write helper: yields an exclusive temporary path next to ``target``.
 
-    ``target`` never holds a partial file: it keeps its old content until the
-    new one is complete. Raises :class:`RuntimeFailure` (disk full, not writable).
+    Write the file there (by path: ``onnx.save``, ``open(tmp, "wb")``, ...); when the
+    block ends without an exception it is :func:`publish`-ed onto ``target``,
+    otherwise deleted. ``target`` never holds a partial file. ``OSError`` from
+    creating or publishing becomes :class:`RuntimeFailure` (disk full, not writable).
     """
-    raw = data.encode("utf-8") if isinstance(data, str) else data
     tmp = None
     try:
         with writing(target):
             fd, tmp = create_temp(target)
-            with os.fdopen(fd, "wb") as f:
-                f.write(raw)
+            os.close(fd)
+        yield tmp
+        with writing(target):
             publish(tmp, target)
-    except BaseException:
-        remove(tmp)
-        raise
+    finally:
+        if tmp is not None and os.path.lexists(tmp):
+            remove(tmp)
+
+
+def atomic_write(target: str | os.PathLike, data: bytes | str) -> None:
+    """Write ``data`` (bytes, or text as UTF-8) to ``target`` through :func:`atomic_output`.
+
+    Raises :class:`RuntimeFailure` (disk full, not writable).
+    """
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_output(target) as tmp, writing(target):
+        with open(tmp, "wb") as f:
+            f.write(raw)
 
 
 def stage_dir(target: str | os.PathLike) -> Path:

@@ -40,7 +40,7 @@ from sam2trt.engine.compat import (ENGINES_JSON, META_FORMAT, check_engines_meta
 from sam2trt.engine.environment import TRT_INSTALL_HINT
 from sam2trt.engine.fp16 import write_all_fp16
 from sam2trt.errors import EnvironmentMissing, ModelError, RuntimeFailure, UsageError
-from sam2trt.export.exporter import sha256_file
+from sam2trt.fileio import atomic_write, sha256_file
 from sam2trt.model_spec import MODULES, ModelSpec, load_model_spec
 
 TIMING_CACHE = "timing.cache"
@@ -125,17 +125,6 @@ def _check_environment(env) -> None:
         raise EnvironmentMissing(f"TensorRT is not installed: {TRT_INSTALL_HINT}{extra}")
     if not env.gpus:
         raise EnvironmentMissing(no_gpu)
-
-
-def _write_atomic(path: pathlib.Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def network_flags(trt) -> int:
@@ -267,9 +256,9 @@ def build_engines(model_dir: str | os.PathLike, *, precision: str = "fp16", max_
         data = _build_one(trt, builder, logger, sources[module], profiles[module],
                           workspace_gib=workspace_gib, cache=cache)
         path = engine_paths(spec)[module]
-        _write_atomic(path, data)
+        atomic_write(path, data)
         log(f"wrote {path.name} ({len(data) / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s) from {sources[module].name}")
-    _write_atomic(cache_path, bytes(cache.serialize()))
+    atomic_write(cache_path, bytes(cache.serialize()))
 
     meta = {
         "format_version": META_FORMAT,
@@ -287,6 +276,6 @@ def build_engines(model_dir: str | os.PathLike, *, precision: str = "fp16", max_
         "engines": {m: p.name for m, p in engine_paths(spec).items()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    _write_atomic(meta_path, json.dumps(meta, indent=1).encode())
+    atomic_write(meta_path, json.dumps(meta, indent=1).encode())
     log(f"wrote {meta_path}")
     return spec.root

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from sam2trt.engine import environment
 from sam2trt.engine.environment import TRT_INSTALL_HINT, Environment
 from sam2trt.errors import EnvironmentMissing, ModelError, Sam2TrtError
-from sam2trt.export.exporter import sha256_file
+from sam2trt.fileio import sha256_file
 from sam2trt.model_spec import MODULES, ModelSpec
 
 ENGINES_JSON = "engines.json"

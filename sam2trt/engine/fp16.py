@@ -58,7 +58,7 @@ from typing import Callable
 import numpy as np
 
 from sam2trt.errors import ModelError, RuntimeFailure, Sam2TrtError
-from sam2trt.export.exporter import sha256_file
+from sam2trt.fileio import atomic_output, sha256_file
 from sam2trt.model_spec import MODULES, ModelSpec, load_model_spec
 
 #: Ops computed in float32 inside an fp16 graph (see the module docstring).
@@ -322,13 +322,8 @@ def write_fp16_onnx(src: str | os.PathLike, dst: str | os.PathLike) -> pathlib.P
     except Exception as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise RuntimeFailure(f"fp16 conversion of {src.name} produced an invalid model ({first}): please report it") from None
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.partial")
-    try:
+    with atomic_output(dst) as tmp:
         onnx.save(model, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dst
 
 

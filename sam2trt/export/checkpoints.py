@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from typing import Callable
 
+from sam2trt.fileio import atomic_output
 from sam2trt.errors import InputError, RuntimeFailure
 
 _BASE_21 = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
@@ -55,14 +55,9 @@ def download_checkpoint(name: str, cache_dir: str | os.PathLike | None = None,
         return target
     folder.mkdir(parents=True, exist_ok=True)
     log(f"downloading {url}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.partial-", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as r:
+        with atomic_output(target) as tmp, open(tmp, "wb") as f, urllib.request.urlopen(url, timeout=60) as r:
             shutil.copyfileobj(r, f, length=1 << 20)
-        os.replace(tmp, target)
     except (urllib.error.URLError, OSError) as e:
         raise RuntimeFailure(f"download of {url} failed ({e}): check the network, or download it by hand into {folder}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target

@@ -14,7 +14,7 @@ import json
 import os
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import av
 import cv2
