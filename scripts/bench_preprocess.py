@@ -81,7 +81,8 @@ def main() -> None:
     ref = variants["pil"]()
     units = std32 * 255
     print(f"frame {args.frame} {w}x{h} -> {S}x{S}, {args.threads} thread(s), median of {args.reps} runs")
-    print(f"{'variant':16s} {'wall ms':>9s} {'cpu ms':>9s} {'max dev':>9s} {'mean dev':>9s}  (deviation from pil, 0..255 units)")
+    print(f"{'variant':16s} {'wall ms':>9s} {'cpu ms':>9s} {'max dev':>9s} {'mean dev':>9s}"
+          "  (deviation from pil, 0..255 units)")
     for name, fn in variants.items():
         out = fn()
         walls, cpus = [], []

@@ -76,7 +76,7 @@ def test_host_only_spec_from_folder_and_in_memory(tmp_path):
 
 
 def test_runner_names_match_the_exported_modules():
-    """Input/output names equal the ``input_names`` / ``output_names`` of sam2trt/export/modules.py (read, not imported)."""
+    """Names equal the ``input_names`` / ``output_names`` in sam2trt/export/modules.py (parsed, not imported)."""
     declared = {}
     for cls in ast.parse(MODULES_PY.read_text()).body:
         if isinstance(cls, ast.ClassDef):
@@ -131,7 +131,8 @@ def test_short_track_through_the_pipeline(spec, tmp_path):
     (enc_calls, att_calls, dec_calls, mem_calls) = (rec[m].calls for m in MODULES)
     assert len(enc_calls) == n
     for _, out in enc_calls:
-        assert out == {"high_res_feat0": ((1, 32, 256, 256), np.float32), "high_res_feat1": ((1, 64, 128, 128), np.float32),
+        assert out == {"high_res_feat0": ((1, 32, 256, 256), np.float32),
+                       "high_res_feat1": ((1, 64, 128, 128), np.float32),
                        "vision_feat": ((1, 256, 64, 64), np.float32)}
     for feed, out in att_calls:
         assert out["pix_feat_with_mem"] == ((feed["obj_ptrs"][0], 256, 64, 64), np.float32)

@@ -156,7 +156,8 @@ def test_graph_interface_and_operators():
         return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
 
     ins = {v.name: (v.type.tensor_type.elem_type, dims(v)) for v in m.graph.input}
-    assert ins == {"frame": (2, ["H", "W", 3]), "resize_h": (1, [S, "H"]), "resize_w": (1, [S, "W"])}  # 2 uint8, 1 float
+    # element types: 2 = uint8, 1 = float
+    assert ins == {"frame": (2, ["H", "W", 3]), "resize_h": (1, [S, "H"]), "resize_w": (1, [S, "W"])}
     assert [(v.name, v.type.tensor_type.elem_type, dims(v)) for v in m.graph.output] == [("image", 1, [1, 3, S, S])]
     ops = [n.op_type for n in m.graph.node]
     assert ops[0] == "Cast" and m.graph.node[0].input == ["frame"]  # TensorRT: uint8 only into a Cast
@@ -168,7 +169,8 @@ def test_pass_order_variant_matters_for_portrait_frames(sessions):
     rgb = frames_of_many_sizes()["portrait 720x1280"]
     ref = preprocess_frame(rgb, S, MEAN, STD)
     wrong = sessions[True, not pil_resizes_vertically_first(1280, 720, S, S)]
-    out = wrong.run(["image"], dict(zip(("frame", "resize_h", "resize_w"), (rgb, *frame_resize_weights(1280, 720, S)))))[0]
+    resize_h, resize_w = frame_resize_weights(1280, 720, S)
+    out = wrong.run(["image"], {"frame": rgb, "resize_h": resize_h, "resize_w": resize_w})[0]
     assert units(out, ref).max() >= 1.0 and units(out, ref).mean() > 10 * MEAN_UNITS
 
 

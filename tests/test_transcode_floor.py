@@ -27,7 +27,8 @@ def test_transcode_floor_reencodes_like_the_overlay_writer(clip, tmp_path):
     kept = tmp_path / "floor.mp4"
     r = transcode_floor(str(clip), frames=4, threads=1, out=str(kept))
     assert (r["frames"], r["width"], r["height"]) == (4, 768, 576)
-    assert r["wall_s"] > 0 and r["cpu_s"] > 0 and r["cpu_ms_per_frame"] == pytest.approx(1000 * r["cpu_s"] / 4, rel=0.01)
+    assert r["wall_s"] > 0 and r["cpu_s"] > 0
+    assert r["cpu_ms_per_frame"] == pytest.approx(1000 * r["cpu_s"] / 4, rel=0.01)
     with av.open(str(kept)) as c:
         s = c.streams.video[0]
         assert s.codec_context.name == "h264" and s.codec_context.pix_fmt == "yuv420p"

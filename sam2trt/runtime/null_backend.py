@@ -50,7 +50,8 @@ from sam2trt.model_spec import FORMAT_VERSION, MODEL_JSON, MODULES, ModelSpec
 
 BACKEND = "null"
 CODE_SIZE = 6
-"""Channels of an object pointer / of ``pix_feat_with_mem[b, 0, 0]`` holding the blob state ``(cx, cy, rx, ry, vx, valid)``."""
+"""Channels of an object pointer / of ``pix_feat_with_mem[b, 0, 0]`` holding the blob state
+``(cx, cy, rx, ry, vx, valid)``."""
 LOGIT = 10.0
 """Mask logit magnitude inside / outside the blob; also the object score logit."""
 MIN_RADIUS = 2.0
