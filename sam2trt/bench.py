@@ -12,6 +12,8 @@ import platform
 import resource
 import tempfile
 import time
+from fractions import Fraction
+
 import numpy as np
 
 from sam2trt.model_spec import MODULES, ModelSpec
@@ -137,3 +139,92 @@ def format_bench(r: dict) -> str:
               f"outside model inference: {100 * r['outside_inference_share']:.1f}% of wall time",
               f"peak RSS: {r['peak_rss_mib']:.0f} MiB"]
     return "\n".join(lines)
+
+
+def transcode_floor(video: str, frames: int | None = None, crf: int = 18, preset: str = "fast",
+                    threads: int | None = None, out: str | None = None) -> dict:
+    """Decode ``frames`` frames of ``video`` and re-encode them as the overlay writer does; time it.
+
+    The floor under ``sam2trt track --out``: no model, no mask, only what any
+    transcode of the same frames costs. Decoding mirrors the pipeline's reader
+    (:mod:`sam2trt.video.reader`: PyAV, first video stream, ``thread_type``
+    AUTO, each frame converted to an ``rgb24`` array); encoding mirrors
+    :class:`sam2trt.video.writers.OverlayVideoWriter` (``rgb24`` ->
+    ``yuv420p`` with the BT.709 matrix, limited range, tagged so; libx264 with
+    ``crf`` / ``preset``; an MP4 in a temporary folder, deleted afterwards,
+    unless ``out`` is given).
+
+    Args:
+        video: a video file (not a frame folder).
+        frames: at most this many frames from the start (``None``: all).
+        crf, preset: libx264 settings (the overlay writer's: 18, "fast").
+        threads: decoder and encoder thread count (``None``: FFmpeg's automatic choice, as the pipeline).
+        out: keep the re-encoded video at this path (e.g. to inspect it).
+    Returns:
+        ``{"frames", "width", "height", "wall_s", "cpu_s", "fps", "cpu_ms_per_frame"}``:
+        ``wall_s`` wall-clock seconds from opening the input to closing the
+        output; ``cpu_s`` CPU seconds of this process over the same span, all
+        threads, user + system (``time.process_time``).
+    Raises:
+        InputError: a folder, an unreadable file, no video stream, odd width or
+            height (libx264 yuv420p needs even sizes), or no frame decoded.
+        EnvironmentMissing: this PyAV build has no libx264 encoder.
+    """
+    import av
+    from av.video.reformatter import Colorspace
+
+    from sam2trt.errors import EnvironmentMissing, InputError
+
+    if os.path.isdir(video):
+        raise InputError(f"{video} is a folder: the transcode floor needs a video file")
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    try:
+        src = av.open(str(video))
+    except (av.FFmpegError, OSError) as exc:
+        raise InputError(f"{video} is not a readable video ({exc}): pass a video file") from exc
+    n = 0
+    try:
+        if not src.streams.video:
+            raise InputError(f"{video} has no video stream: pass a video file")
+        stream = src.streams.video[0]
+        stream.thread_type = "AUTO"
+        if threads:
+            stream.codec_context.thread_count = threads
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if width % 2 or height % 2:
+            raise InputError(f"{video} is {width}x{height}: the transcode floor needs an even width and height")
+        rate = Fraction(stream.average_rate or stream.guessed_rate or 30).limit_denominator(1001)
+        with tempfile.TemporaryDirectory(prefix="sam2trt-floor-") as tmp:
+            dst = av.open(str(out) if out else os.path.join(tmp, "floor.mp4"), mode="w")
+            try:
+                try:
+                    enc = dst.add_stream("libx264", rate=rate)
+                except (av.FFmpegError, ValueError, av.codec.codec.UnknownCodecError) as exc:
+                    raise EnvironmentMissing(f"this PyAV build has no libx264 encoder ({exc}): "
+                                             "install the PyAV wheel from PyPI") from exc
+                enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
+                enc.options = {"crf": str(crf), "preset": preset, **({"threads": str(threads)} if threads else {})}
+                cc = enc.codec_context
+                cc.colorspace = cc.color_primaries = cc.color_trc = 1  # BT.709
+                cc.color_range = 1  # limited
+                cc.open()
+                for frame in src.decode(stream):
+                    if frames is not None and n >= frames:
+                        break
+                    rgb = np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
+                    yuv = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+                        format="yuv420p", dst_colorspace=Colorspace.ITU709)
+                    yuv.pts, yuv.time_base = n, cc.time_base
+                    dst.mux(enc.encode(yuv))
+                    n += 1
+                if n:
+                    dst.mux(enc.encode(None))
+            finally:
+                dst.close()
+    finally:
+        src.close()
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    if n == 0:
+        raise InputError(f"no frame of {video} decoded: pass a playable video")
+    return {"frames": n, "width": width, "height": height, "wall_s": round(wall, 4), "cpu_s": round(cpu, 4),
+            "fps": round(n / wall, 3), "cpu_ms_per_frame": round(1000 * cpu / n, 2)}

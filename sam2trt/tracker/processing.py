@@ -5,11 +5,14 @@ Each function mirrors a step of the official predictor, named in its docstring.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 from PIL import Image
 
 NO_OBJ_SCORE = -1024.0  # sam2.modeling.sam2_base.NO_OBJ_SCORE
+PIL_PRECISION_BITS = 22  # fractional bits of PIL's 8-bit resampling coefficients (Resample.c PRECISION_BITS)
 
 
 def preprocess_frame(rgb: np.ndarray, image_size: int, mean, std, out: np.ndarray | None = None) -> np.ndarray:
@@ -117,20 +120,193 @@ def mask_box(mask: np.ndarray) -> list[int] | None:
     return [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)]
 
 
+def _bicubic_kernel(x: np.ndarray) -> np.ndarray:
+    """Keys cubic convolution kernel with ``a = -0.5`` (PIL's ``bicubic_filter``), support 2."""
+    a = -0.5
+    x = np.abs(x)
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    far = (((x - 5.0) * x + 8.0) * x - 4.0) * a
+    return np.where(x < 1.0, near, np.where(x < 2.0, far, 0.0))
+
+
+def _bilinear_kernel(x: np.ndarray) -> np.ndarray:
+    """Triangle kernel (PIL's ``bilinear_filter``, torch's antialiased bilinear), support 1."""
+    return np.clip(1.0 - np.abs(x), 0.0, None)
+
+
+_KERNELS = {"bicubic": (_bicubic_kernel, 2.0), "bilinear": (_bilinear_kernel, 1.0)}
+
+
+def _resample_weights(in_size: int, out_size: int, kernel: str) -> np.ndarray:
+    """``[out_size, in_size]`` float64 weights of PIL's separable resampling along one axis.
+
+    Mirrors ``precompute_coeffs`` in Pillow's ``src/libImaging/Resample.c``
+    (whole-image box): output sample ``i`` is centred at input coordinate
+    ``scale * (i + 0.5)`` with ``scale = in_size / out_size``; when downscaling
+    (``scale > 1``) the kernel is stretched by ``scale`` (antialiasing); taps
+    ``[int(centre - support + 0.5), int(centre + support + 0.5))`` clipped to the
+    image; each row is normalised to sum 1. These are PIL's double-precision
+    coefficients, before its 22-bit fixed-point rounding.
+    """
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"resize sizes must be positive, got {in_size} -> {out_size}")
+    fn, base_support = _KERNELS[kernel]
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = base_support * filterscale
+    centre = scale * (np.arange(out_size) + 0.5)
+    lo = np.maximum((centre - support + 0.5).astype(np.int64), 0)  # C's (int) truncates; the arguments are > -1
+    hi = np.minimum((centre + support + 0.5).astype(np.int64), in_size)
+    taps = int(np.ceil(support)) * 2 + 1
+    j = lo[:, None] + np.arange(taps)[None, :]
+    valid = j < hi[:, None]
+    k = np.where(valid, fn((j - centre[:, None] + 0.5) * (1.0 / filterscale)), 0.0)
+    total = k.sum(axis=1, keepdims=True)
+    k = np.divide(k, total, out=np.zeros_like(k), where=total != 0)
+    w = np.zeros((out_size, in_size))
+    rows = np.broadcast_to(np.arange(out_size)[:, None], j.shape)
+    w[rows[valid], j[valid]] = k[valid]
+    return w
+
+
+def pil_resize_weights(in_size: int, out_size: int, dtype=np.float32, fixed_point: bool = False) -> np.ndarray:
+    """``[out_size, in_size]`` weight matrix of PIL's default RGB resize along one axis.
+
+    ``Image.resize(size)`` without ``resample`` uses BICUBIC for RGB images
+    (Pillow >= 7; checked on 13.0): the Keys cubic kernel with ``a = -0.5``,
+    support 2 input pixels, stretched by the scale factor when downscaling
+    (antialiasing). Mirrors ``precompute_coeffs`` in Pillow's ``Resample.c``.
+    With ``resize_h = pil_resize_weights(H, S)`` and ``resize_w =
+    pil_resize_weights(W, S)``, PIL's result for each channel ``X_c``
+    (``[H, W]``, 0..255) is ``Y = P(resize_h @ P(X_c @ resize_w.T))``
+    (horizontal pass first; ``P(P(resize_h @ X_c) @ resize_w.T)`` when
+    :func:`pil_resizes_vertically_first`), where PIL's per-pass rounding is
+    ``P(v) = clip(floor(v + 1/2), 0, 255)``. The clipping matters: the bicubic
+    kernel overshoots at sharp edges, and without ``P`` the plain product
+    ``resize_h @ X_c @ resize_w.T`` deviates from PIL by up to ~27 units of
+    0..255 on real frames (mean ~0.3); with ``P`` and ``fixed_point=True`` it
+    matches PIL bit for bit in exact arithmetic, and up to 1 unit on a few
+    pixels per million in float32 (measured in ``tests/test_preprocess_graph.py``).
+
+    Args:
+        in_size: input length in pixels (``H`` or ``W``), >= 1.
+        out_size: output length in pixels (the model's ``image_size``, 1024), >= 1.
+        dtype: float dtype of the result (float32 for ONNX/TensorRT, float64 for analysis).
+        fixed_point: round the coefficients to PIL's 22-bit fixed point
+            (``normalize_coeffs_8bpc``: ``k * 2**22`` rounded half away from
+            zero, divided back by ``2**22``; exact in float32).
+    Returns:
+        ``[out_size, in_size]`` array; each row sums to 1 and has at most
+        ``2 * ceil(2 * max(in_size / out_size, 1)) + 1`` non-zero taps.
+    Raises:
+        ValueError: a size below 1.
+    """
+    w = _resample_weights(in_size, out_size, "bicubic")
+    if fixed_point:
+        one = float(1 << PIL_PRECISION_BITS)
+        w = np.trunc(w * one + np.copysign(0.5, w)) / one
+    return w.astype(dtype)
+
+
+def _pillow_version() -> tuple[int, int]:
+    import PIL
+
+    major, minor = (PIL.__version__.split(".") + ["0"])[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
+def pil_resizes_vertically_first(in_h: int, in_w: int, out_h: int, out_w: int) -> bool:
+    """Whether the installed Pillow runs the vertical pass of ``resize`` before the horizontal one.
+
+    The order matters because PIL rounds to uint8 between the passes. Mirrors
+    ``ImagingResampleInner`` (Resample.c) and ``Image.resize``:
+
+    - Pillow >= 13: vertically first when the height shrinks and the width
+      does not (``out_w >= in_w and out_h < in_h``; e.g. a 720x1280 portrait
+      frame resized to 1024x1024);
+    - Pillow 12.2 / 12.3: vertically first only for images more than 100
+      times taller than wide whose height shrinks (two separate resizes);
+    - older: always horizontally first.
+
+    Sizes in pixels (whole image, no box).
+    """
+    version = _pillow_version()
+    if version >= (13, 0):
+        return out_w >= in_w and out_h < in_h
+    if version >= (12, 2):
+        return in_h > in_w * 100 and out_h < in_h
+    return False
+
+
+@functools.lru_cache(maxsize=8)
+def _frame_resize_weights_cached(height: int, width: int, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    out = (pil_resize_weights(height, image_size, fixed_point=True),
+           pil_resize_weights(width, image_size, fixed_point=True))
+    for a in out:
+        a.setflags(write=False)
+    return out
+
+
+def frame_resize_weights(height: int, width: int, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(resize_h [S, height], resize_w [S, width])`` float32 PIL-bicubic weights for one frame size.
+
+    PIL's fixed-point coefficients (:func:`pil_resize_weights` with
+    ``fixed_point=True``): the inputs ``resize_h`` / ``resize_w`` of the preprocessing graph
+    (:mod:`sam2trt.preprocess_graph`). Cached per size (a video has one size);
+    the arrays are read-only. ``S`` = ``image_size``.
+    """
+    return _frame_resize_weights_cached(int(height), int(width), int(image_size))
+
+
+def preprocess_frame_matmul(rgb: np.ndarray, resize_h: np.ndarray, resize_w: np.ndarray, mean, std,
+                            out: np.ndarray | None = None) -> np.ndarray:
+    """RGB frame -> image encoder input by two matrix products (no PIL).
+
+    The NumPy reference of the preprocessing graph: per channel,
+    ``(P(resize_h @ P(X_c @ resize_w.T)) / 255 - mean_c) / std_c`` in float32,
+    with PIL's per-pass rounding ``P`` (see :func:`pil_resize_weights`), the
+    passes in PIL's order (:func:`pil_resizes_vertically_first`).
+    Reproduces :func:`preprocess_frame` (``sam2.utils.misc._load_img_as_tensor``)
+    up to 1 unit of 0..255 on a few pixels per million (float32 sums landing
+    on the other side of a rounding tie). Dense products: slow on a CPU (a GPU's job).
+
+    Args:
+        rgb: ``[H, W, 3]`` uint8 frame.
+        resize_h: ``[S, H]``, resize_w: ``[S, W]`` float32 (:func:`frame_resize_weights`).
+        mean, std: 3 floats each.
+        out: optional ``[1, 3, S, S]`` float32 buffer to write into.
+    Returns:
+        ``[1, 3, S, S]`` float32 array (``out`` if given).
+    Raises:
+        ValueError: shapes that do not fit together.
+    """
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or resize_h.shape[1] != rgb.shape[0] or resize_w.shape[1] != rgb.shape[1]:
+        raise ValueError(f"frame {rgb.shape} does not fit weights {resize_h.shape} / {resize_w.shape}")
+    s = resize_h.shape[0]
+    x = np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32)  # [3, H, W]
+    if pil_resizes_vertically_first(rgb.shape[0], rgb.shape[1], s, resize_w.shape[0]):
+        y = _pil_round(_pil_round(resize_h @ x) @ resize_w.T)  # [3, S, W] in between
+    else:
+        y = _pil_round(resize_h @ _pil_round(x @ resize_w.T))  # [3, H, S] in between
+    if out is None:
+        out = np.empty((1, 3, s, s), dtype=np.float32)
+    scale = (1.0 / (255.0 * np.asarray(std, np.float64))).astype(np.float32)[:, None, None]
+    offset = (np.asarray(mean, np.float64) / np.asarray(std, np.float64)).astype(np.float32)[:, None, None]
+    np.multiply(y, scale, out=out[0])
+    np.subtract(out[0], offset, out=out[0])
+    return out
+
+
+def _pil_round(v: np.ndarray) -> np.ndarray:
+    """PIL's end of a resampling pass, in place: ``clip(floor(v + 1/2), 0, 255)`` (``clip8`` in Resample.c)."""
+    v += np.float32(0.5)
+    np.floor(v, out=v)
+    return np.clip(v, 0.0, 255.0, out=v)
+
+
 def _aa_weights(in_size: int, out_size: int) -> np.ndarray:
     """``[out_size, in_size]`` float64 weights of antialiased bilinear resampling (PIL / torch ``antialias=True``)."""
-    scale = in_size / out_size
-    support = scale if scale >= 1.0 else 1.0
-    inv = 1.0 / scale if scale >= 1.0 else 1.0
-    w = np.zeros((out_size, in_size))
-    for i in range(out_size):
-        center = scale * (i + 0.5)
-        lo = max(int(center - support + 0.5), 0)
-        hi = min(int(center + support + 0.5), in_size)
-        j = np.arange(lo, hi)
-        k = np.clip(1.0 - np.abs((j - center + 0.5) * inv), 0.0, None)
-        w[i, lo:hi] = k / k.sum() if k.sum() > 0 else 0.0
-    return w
+    return _resample_weights(in_size, out_size, "bilinear")
 
 
 def resize_antialiased(x: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
