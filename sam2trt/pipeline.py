@@ -177,8 +177,14 @@ class _Channel:
             yield item
 
 
-def _reader(source, spec: ModelSpec, plan: JobPlan, out: _Channel, cancel: threading.Event, stats: dict) -> None:
+def _reader(source, spec: ModelSpec, plan: JobPlan, out: _Channel, cancel: threading.Event, stats: dict,
+            host_preprocess: bool = True) -> None:
     """Decode + preprocess into ``out``: ``(idx, rgb, image | None)`` items, then an exception or the end.
+
+    ``image`` is ``None`` before the first tracked frame; for tracked frames it is the
+    host-preprocessed image, or, without ``host_preprocess`` (the backend has a
+    preprocessing module), the marker ``True``: the inference thread hands the raw
+    frame to the backend.
 
     Stops right after frame ``plan.stop - 1`` (never decoding past it).
     ``stats["eof"]`` = frames decoded when the source ended by itself;
@@ -195,8 +201,12 @@ def _reader(source, spec: ModelSpec, plan: JobPlan, out: _Channel, cancel: threa
                 stats["eof"] = n
                 break
             t1 = clock()
-            image = preprocess_frame(rgb, spec.image_size, spec.image_mean, spec.image_std) \
-                if idx >= plan.start else None
+            if idx < plan.start:
+                image = None
+            elif host_preprocess:
+                image = preprocess_frame(rgb, spec.image_size, spec.image_mean, spec.image_std)
+            else:
+                image = True
             stats["decode"] = stats.get("decode", 0.0) + t1 - t0
             stats["preprocess"] = stats.get("preprocess", 0.0) + clock() - t1
             if not out.put((idx, rgb, image), cancel):
@@ -297,7 +307,7 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
                     continue
                 rgbs[idx] = rgb
                 t_in[0] = clock()
-                yield idx, rgb, image
+                yield (idx, rgb) if image is True else (idx, rgb, image)
 
         try:
             for out in track_frames(stepper, frames(), job.prompts, num_frames=info.num_frames,
@@ -335,7 +345,9 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
                     raise KeyboardInterrupt
                 sinks = _open_sinks(job, plan)
                 sinks_run = SinkRunner(sinks, QUEUE_DEPTH, on_error=fail)
-                threads = [threading.Thread(target=_reader, args=(source, spec, plan, frames_ch, cancel, stats),
+                host_pre = getattr(runners, "preprocess", None) is None
+                threads = [threading.Thread(target=_reader, args=(source, spec, plan, frames_ch, cancel, stats,
+                                                                  host_pre),
                                             name="sam2trt-reader", daemon=True),
                            threading.Thread(target=infer, name="sam2trt-infer", daemon=True),
                            threading.Thread(target=post, name="sam2trt-post", daemon=True)]

@@ -46,7 +46,16 @@ def to_host(value) -> np.ndarray:
 
 @dataclass
 class ModuleRunners:
-    """The four module runners of one model, plus the backend that made them."""
+    """The four module runners of one model, plus the backend that made them.
+
+    ``preprocess``: optional runner of the preprocessing graph
+    (:mod:`sam2trt.preprocess_graph`) on the backend's device:
+    ``infer({"frame": uint8 [H, W, 3]}, keep=("image",)) -> {"image": [1, 3, S, S] float32}``;
+    the runner supplies the resize weights for the frame's size itself. When
+    ``None`` (ONNX Runtime), frames are preprocessed on the host with PIL
+    (:func:`sam2trt.tracker.processing.preprocess_frame`), bit-exact with the
+    official loader.
+    """
 
     image_encoder: Runner
     memory_attention: Runner
@@ -54,3 +63,4 @@ class ModuleRunners:
     memory_encoder: Runner
     backend: str
     reason: str = ""
+    preprocess: Runner | None = None

@@ -425,6 +425,33 @@ class NullMemoryEncoder(NullRunner):
         return {"maskmem_features": self._buf[:b]}
 
 
+class NullPreprocess:
+    """The preprocessing module (:mod:`sam2trt.preprocess_graph`) without the work.
+
+    ``infer({"frame": uint8 [H, W, 3]}) -> {"image": [1, 3, S, S] float32}``: checks
+    the frame and returns a preallocated read-only zero image, as a device
+    backend that resizes on the GPU would cost the host nothing but the upload.
+    """
+
+    name = "preprocess"
+
+    def __init__(self, spec):
+        self._image = _zeros_read_only((1, 3, spec.image_size, spec.image_size))
+
+    def __enter__(self) -> "NullPreprocess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def infer(self, feed: dict, keep: Collection[str] = ()) -> dict[str, np.ndarray]:
+        """Raises ``ValueError`` unless ``feed`` is ``{"frame": uint8 [H, W, 3]}``."""
+        frame = feed.get("frame") if set(feed) == {"frame"} else None
+        if not (isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3):
+            raise ValueError(f"preprocess: feed must be {{'frame': uint8 [H, W, 3]}}, got {sorted(feed)}")
+        return {"image": self._image}
+
+
 _RUNNERS = {"image_encoder": NullImageEncoder, "memory_attention": NullMemoryAttention,
             "mask_decoder": NullMaskDecoder, "memory_encoder": NullMemoryEncoder}
 
@@ -451,5 +478,6 @@ def open_null_runners(spec, threads: int | None = None):
     runners = make_runners(spec, threads)
     with contextlib.ExitStack() as stack:
         active = {name: stack.enter_context(runners[name]) for name in MODULES}
+        active["preprocess"] = stack.enter_context(NullPreprocess(spec))
         yield ModuleRunners(**active, backend=BACKEND,
                             reason="host-only run: the modules return placeholder outputs (no inference)")

@@ -102,13 +102,18 @@ class FrameStepper:
         Mirrors ``SAM2Base.forward_image`` on a frame loaded like ``load_video_frames``.
 
         Args:
-            rgb: ``[H, W, 3]`` uint8 frame, preprocessed here when ``image`` is None.
+            rgb: ``[H, W, 3]`` uint8 frame, preprocessed here when ``image`` is None: by the
+                runners' ``preprocess`` module when they have one, else on the host.
             image: ``[1, 3, S, S]`` float32, already preprocessed
                 (:func:`~sam2trt.tracker.processing.preprocess_frame`).
         """
         spec = self.spec
         if image is None:
-            image = preprocess_frame(rgb, spec.image_size, spec.image_mean, spec.image_std)
+            pre = getattr(self.runners, "preprocess", None)
+            if pre is not None:  # on the backend's device: only the uint8 frame goes there
+                image = pre.infer({"frame": np.ascontiguousarray(rgb)}, keep=("image",))["image"]
+            else:
+                image = preprocess_frame(rgb, spec.image_size, spec.image_mean, spec.image_std)
         out = self.runners.image_encoder.infer({"image": image}, keep=ImageFeatures.names)
         return ImageFeatures(out["high_res_feat0"], out["high_res_feat1"], out["vision_feat"])
 
