@@ -228,3 +228,95 @@ def transcode_floor(video: str, frames: int | None = None, crf: int = 18, preset
         raise InputError(f"no frame of {video} decoded: pass a playable video")
     return {"frames": n, "width": width, "height": height, "wall_s": round(wall, 4), "cpu_s": round(cpu, 4),
             "fps": round(n / wall, 3), "cpu_ms_per_frame": round(1000 * cpu / n, 2)}
+
+
+HOST_OUTPUTS = ("out", "json", "masks_dir", "coco")
+
+
+def run_host_only(spec: ModelSpec, video: str, frames: int, objects: int, outputs=("out", "json"), *,
+                  crf: int = 18, preset: str = "fast", floor: bool = True) -> dict:
+    """Measure the host side of ``track`` alone: the real pipeline with instant module runners.
+
+    Runs :func:`sam2trt.pipeline.run_track` on ``video`` with the null backend
+    (:mod:`sam2trt.runtime.null_backend`, whose preprocessing module stands for a
+    device that resizes on the GPU), writing ``outputs`` to a temporary folder,
+    then (``floor``) the same frames decoded and re-encoded by
+    :func:`transcode_floor` at the same ``crf``/``preset``: the physical floor.
+
+    Args:
+        spec: the model (only ``model.json`` is read; see ``host_only_spec``).
+        video: a video file (the floor needs one) or a frame folder (no floor).
+        frames: frames to track from frame 0; ``objects``: boxes spread over the frame.
+        outputs: any of :data:`HOST_OUTPUTS`.
+    Returns:
+        ``{"frames", "objects", "outputs", "wall_s", "fps", "cpu_s", "cpu_ms_per_frame",
+        "serial_ms_per_frame", "stages_cpu_ms_per_frame": {stage: ms}, "peak_rss_mib",
+        "floor": {...transcode_floor...} | None, "wall_vs_floor", "cpu_vs_floor", "machine"}``.
+        Stage times are per-thread CPU time (``decode``, ``preprocess``, ``postprocess``,
+        ``sink:<output>``); codec worker threads (FFmpeg's decoder, libx264) are counted
+        only in ``cpu_s``, and their share shows as ``codec threads and other``.
+        ``serial_ms_per_frame`` is the inference thread's wall time per frame: the
+        tracker core (``core_ms_per_frame``) plus the null module calls
+        (``null_module_ms_per_frame``: checking feeds and drawing the stand-in masks,
+        which a device backend would not spend on the host).
+    """
+    from sam2trt.runtime.null_backend import open_null_runners
+    from sam2trt.video import probe
+
+    unknown = set(outputs) - set(HOST_OUTPUTS)
+    if unknown:
+        raise ValueError(f"unknown outputs {sorted(unknown)}: use {HOST_OUTPUTS}")
+    info = probe(video)
+    prompts = [ObjectPrompt(i + 1, 0, box=b) for i, b in enumerate(spread_boxes(objects, info.width, info.height))]
+    stats: dict = {}
+    with tempfile.TemporaryDirectory(prefix="sam2trt-host-") as tmp, open_null_runners(spec) as null:
+        runners = ModuleRunners(**{m: TimedRunner(getattr(null, m)) for m in MODULES}, backend=null.backend,
+                                preprocess=TimedRunner(null.preprocess))
+        names = {"out": "o.mp4", "json": "t.jsonl", "masks_dir": "masks", "coco": "c.json"}
+        job = TrackJob(video=video, prompts=prompts, max_frames=frames, crf=crf, preset=preset,
+                       **{k: os.path.join(tmp, names[k]) for k in outputs})
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        summary = run_track(job, spec, runners, stats=stats)
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    n = max(summary.frames, 1)
+    module_s = sum(sum(getattr(runners, m).times) for m in (*MODULES, "preprocess"))
+    stages = {k: v for k, v in stats.items() if k in ("decode", "preprocess", "postprocess") or k.startswith("sink:")}
+    per_frame = {k: round(1000 * v / n, 2) for k, v in stages.items()}
+    per_frame["codec threads and other"] = round(1000 * (cpu - sum(stages.values())) / n, 2)
+    result = {
+        "frames": summary.frames, "objects": objects, "outputs": list(outputs), "width": info.width,
+        "height": info.height, "wall_s": round(wall, 3), "fps": round(summary.frames / wall, 2),
+        "cpu_s": round(cpu, 3), "cpu_ms_per_frame": round(1000 * cpu / n, 2),
+        "serial_ms_per_frame": round(1000 * stats.get("infer", 0.0) / n, 3),
+        "core_ms_per_frame": round(1000 * (stats.get("infer", 0.0) - module_s) / n, 3),
+        "null_module_ms_per_frame": round(1000 * module_s / n, 3),
+        "stages_cpu_ms_per_frame": per_frame,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "floor": None, "machine": machine_description(),
+    }
+    if floor and not os.path.isdir(video):
+        f = transcode_floor(video, frames=summary.frames, crf=crf, preset=preset)
+        result["floor"] = f
+        result["wall_vs_floor"] = round(wall / f["wall_s"], 2)
+        result["cpu_vs_floor"] = round(cpu / f["cpu_s"], 2)
+    return result
+
+
+def format_host_only(r: dict) -> str:
+    """Human-readable lines for a :func:`run_host_only` result."""
+    m = r["machine"]
+    lines = [f"machine: {m['cpu']}, {m['cores']} cores" + (f", GPU {', '.join(m['gpus'])}" if m["gpus"] else ", no GPU"),
+             f"host only (instant modules): {r['frames']} frames of {r['width']}x{r['height']}, "
+             f"{r['objects']} object(s), outputs {', '.join(r['outputs'])}",
+             f"track:  {r['fps']:.1f} frames/s wall ({r['wall_s']:.2f} s), {r['cpu_ms_per_frame']:.1f} ms CPU per frame",
+             f"inference thread (serial): {r['serial_ms_per_frame']:.2f} ms per frame = tracker core "
+             f"{r['core_ms_per_frame']:.2f} + null modules {r['null_module_ms_per_frame']:.2f}",
+             "CPU ms per frame by stage:"]
+    lines += [f"  {k:24s} {v:8.2f}" for k, v in r["stages_cpu_ms_per_frame"].items()]
+    f = r.get("floor")
+    if f:
+        lines += [f"floor (PyAV decode + libx264 re-encode): {f['fps']:.1f} frames/s wall ({f['wall_s']:.2f} s), "
+                  f"{f['cpu_ms_per_frame']:.1f} ms CPU per frame",
+                  f"track / floor: wall {r['wall_vs_floor']:.2f}x, CPU {r['cpu_vs_floor']:.2f}x"]
+    lines.append(f"peak RSS: {r['peak_rss_mib']:.0f} MiB")
+    return "\n".join(lines)

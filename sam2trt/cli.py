@@ -202,24 +202,53 @@ def track(
 # ---------------------------------------------------------------------------- bench
 @app.command()
 def bench(
-    model: pathlib.Path = typer.Option(..., "--model", help="model folder"),
+    model: Optional[pathlib.Path] = typer.Option(None, "--model", help="model folder (with --host-only: optional, "
+                                                 "only model.json is read)"),
     backend: str = typer.Option("auto", help="auto | onnxruntime | tensorrt"),
     frames: int = typer.Option(20, help="frames to track (the memory bank is full after 7)"),
     objects: int = typer.Option(1, help="objects tracked at once"),
     video: Optional[pathlib.Path] = typer.Option(None, help="video or frame folder (default: a synthetic 768x576 clip)"),
     threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime"),
+    host_only: bool = typer.Option(False, "--host-only", help="instant module runners: measure decoding, the "
+                                   "tracker core and the writers against a decode + re-encode floor"),
+    outputs: str = typer.Option("out,json", help="with --host-only: outputs to write (out, json, masks_dir, coco)"),
+    crf: int = typer.Option(DEFAULT_CRF, help="--out quality (libx264 crf)"),
+    preset: str = typer.Option(DEFAULT_PRESET, help="--out speed (libx264 preset)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
 ):
-    """Measure per-module latency, frames per second, overhead and peak memory on this machine."""
+    """Measure per-module latency, frames per second, overhead and peak memory on this machine.
+
+    With --host-only, the module runners return instantly (the null backend) and
+    the run measures the host side alone, next to a PyAV decode + libx264 re-encode
+    of the same frames.
+    """
     import tempfile
 
-    from sam2trt.bench import format_bench, run_bench, synthetic_clip
+    from sam2trt.bench import (HOST_OUTPUTS, format_bench, format_host_only, run_bench, run_host_only,
+                               synthetic_clip)
     from sam2trt.model_spec import load_model_spec
     from sam2trt.runtime import open_runners
 
     if frames < 1 or objects < 1:
         raise UsageError("--frames and --objects must be at least 1")
     check_threads(threads)
+    if host_only:
+        outs = tuple(o.strip() for o in outputs.split(",") if o.strip())
+        if not outs or set(outs) - set(HOST_OUTPUTS):
+            raise UsageError(f"--outputs {outputs!r}: use a comma-separated list of {', '.join(HOST_OUTPUTS)}")
+        if video is None:
+            raise UsageError("--host-only needs --video PATH (a video file: the floor re-encodes it)")
+        if model is None:
+            from sam2trt.runtime.null_backend import host_only_spec
+
+            spec = host_only_spec()
+        else:
+            spec = load_model_spec(model, verify_files=False)
+        result = run_host_only(spec, str(video), frames, objects, outs, crf=crf, preset=preset)
+        print(json.dumps(result) if as_json else format_host_only(result))
+        return
+    if model is None:
+        raise UsageError("missing option '--model': give the model folder (only --host-only runs without one)")
     spec = load_model_spec(model)
     with tempfile.TemporaryDirectory(prefix="sam2trt-clip-") as tmp:
         src = str(video) if video else synthetic_clip(tmp, frames)

@@ -321,3 +321,32 @@ def test_memory_attention_wrapper_matches_official_module(official_predictor, B,
     diff = (ours - ref).abs().max().item()
     print(f"max |wrapper - official| = {diff:.2e}")
     assert diff < 1e-3 * max(1.0, ref.abs().max().item())
+
+
+def _fill_holes_whole_mask(logits: np.ndarray, max_area: int) -> np.ndarray:
+    """The plain formula on the whole mask (what fill_holes did before it labelled a crop)."""
+    import cv2
+
+    out = logits.copy()
+    for k in range(out.shape[0]):
+        n, labels, stats, _ = cv2.connectedComponentsWithStats((out[k] <= 0).astype(np.uint8), connectivity=8)
+        areas = stats[:, cv2.CC_STAT_AREA].copy()
+        areas[0] = max_area + 1
+        out[k][areas[labels] <= max_area] = 0.1
+    return out
+
+
+def test_fill_holes_on_a_crop_equals_the_whole_mask():
+    rng = np.random.default_rng(5)
+    cases = []
+    for _ in range(3000):
+        h, w = rng.integers(2, 30, size=2)
+        logits = -np.ones((1, h, w), np.float32)
+        y0, x0 = rng.integers(0, h), rng.integers(0, w)
+        y1, x1 = rng.integers(y0, h) + 1, rng.integers(x0, w) + 1
+        logits[0, y0:y1, x0:x1] = np.where(rng.random((y1 - y0, x1 - x0)) < 0.8, 1.0, -1.0)
+        cases.append((logits, int(rng.integers(1, 12))))
+    cases.append((np.ones((1, 5, 5), np.float32), 8))
+    cases.append((-np.ones((1, 2, 3), np.float32), 8))  # all background, smaller than max_area
+    for logits, area in cases:
+        np.testing.assert_array_equal(fill_holes(logits, area), _fill_holes_whole_mask(logits, area))

@@ -233,13 +233,44 @@ class NullRunner:
                                      f"(with {dims})")
         return dims
 
-    def infer(self, feed: dict, keep: Collection[str] = ()) -> dict[str, np.ndarray]:
-        """Check ``feed`` and return every output by name (NumPy arrays; ``keep`` changes nothing).
+    def infer(self, feed: dict, keep: Collection[str] = ()) -> dict:
+        """Check ``feed`` and return every output by name: NumPy arrays, or, for the
+        outputs named in ``keep``, :class:`NullDeviceTensor` (as a device backend keeps them).
 
         Raises:
             ValueError: missing or extra inputs, or a wrong rank, dtype or dimension.
         """
-        return self._run(feed, self._check(feed))
+        out = self._run(feed, self._check(feed))
+        return {k: NullDeviceTensor(v) if k in keep else v for k, v in out.items()}
+
+
+class NullDeviceTensor:
+    """An output "kept on the device" by the null backend: what a TensorRT ``CudaTensor`` is to the tracker.
+
+    Wraps a NumPy array the tracker core treats as opaque device memory (it is
+    not rounded to bfloat16 or stacked on the host; feeding it back costs
+    nothing), so a host-only run does the host work of a device backend. Has
+    ``shape``, ``dtype``, ``ndim``, ``len()``, indexing (a view, again a
+    ``NullDeviceTensor``) and ``np.asarray`` (the "download").
+    """
+
+    __slots__ = ("_a",)
+
+    def __init__(self, array: np.ndarray):
+        self._a = array
+
+    shape = property(lambda self: self._a.shape)
+    dtype = property(lambda self: self._a.dtype)
+    ndim = property(lambda self: self._a.ndim)
+
+    def __len__(self) -> int:
+        return len(self._a)
+
+    def __getitem__(self, index) -> "NullDeviceTensor":
+        return NullDeviceTensor(self._a[index])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self._a if dtype is None else self._a.astype(dtype)
 
 
 def _valid(code: np.ndarray) -> bool:
@@ -287,8 +318,8 @@ class NullMemoryAttention(NullRunner):
     """Memory attention stand-in: moves each object's blob one step (see the module docstring).
 
     Inputs as :class:`sam2trt.export.modules.MemoryAttention`. Output
-    ``pix_feat_with_mem [B, C, H, W]`` float32, a fresh array: zeros except the
-    blob state in ``[b, 0, 0, :CODE_SIZE]``.
+    ``pix_feat_with_mem [B, C, H, W]`` float32: zeros except the blob state in
+    ``[b, 0, 0, :CODE_SIZE]``, in one of :attr:`RING` buffers reused in turn.
     """
 
     name = "memory_attention"
@@ -300,9 +331,16 @@ class NullMemoryAttention(NullRunner):
         return {"vision_feat": (1, c, h, h), "maskmem_features": ("B", "T", cm, h, h), "memory_tpos_enc": ("T", cm),
                 "obj_ptrs": ("B", "P", c), "obj_ptr_tpos": ("P",)}
 
+    RING = 4
+    """Output buffers reused in turn (a frame calls memory attention at most once per memory layout)."""
+
     def _run(self, feed, dims):
         b = dims["B"]
-        out = np.zeros((b, self.spec.hidden_dim, self.h, self.h), np.float32)
+        ring = self.__dict__.setdefault("_ring", {}).setdefault(b, [])
+        if len(ring) < self.RING:
+            ring.append(np.zeros((b, self.spec.hidden_dim, self.h, self.h), np.float32))
+        out = ring.pop(0)
+        ring.append(out)
         ptrs = np.asarray(feed["obj_ptrs"], np.float32)
         latest = int(np.argmin(np.abs(np.asarray(feed["obj_ptr_tpos"], np.float32))))
         for i in range(b):
@@ -449,7 +487,7 @@ class NullPreprocess:
         frame = feed.get("frame") if set(feed) == {"frame"} else None
         if not (isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3):
             raise ValueError(f"preprocess: feed must be {{'frame': uint8 [H, W, 3]}}, got {sorted(feed)}")
-        return {"image": self._image}
+        return {"image": NullDeviceTensor(self._image) if "image" in keep else self._image}
 
 
 _RUNNERS = {"image_encoder": NullImageEncoder, "memory_attention": NullMemoryAttention,

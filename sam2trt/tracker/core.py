@@ -95,6 +95,15 @@ class FrameStepper:
         self._no_points = (np.zeros((1, 1, 2), np.float32), -np.ones((1, 1), np.int32))
         self._no_mask = np.zeros((1, 1, s, s), np.float32)
 
+    def _no_masks(self, B: int) -> np.ndarray:
+        """``[B, 1, h, w]`` float32 zeros (no mask prompt), one read-only block per ``B``, reused."""
+        cache = self.__dict__.setdefault("_no_mask_cache", {})
+        if B not in cache:
+            block = np.zeros((B,) + self._no_mask.shape[1:], np.float32)
+            block.setflags(write=False)
+            cache[B] = block
+        return cache[B]
+
     # -- image encoder -------------------------------------------------------
     def encode_image(self, rgb: np.ndarray | None, image: np.ndarray | None = None) -> ImageFeatures:
         """Run the image encoder on a frame.
@@ -150,8 +159,7 @@ class FrameStepper:
             "high_res_feat1": feats.high_res_feat1,
             "point_coords": coords,
             "point_labels": labels,
-            "mask_input": (np.broadcast_to(self._no_mask, (B,) + self._no_mask.shape[1:]).copy()
-                           if mask_input is None else np.ascontiguousarray(mask_input, np.float32)),
+            "mask_input": self._no_masks(B) if mask_input is None else np.ascontiguousarray(mask_input, np.float32),
             "has_mask_input": np.full((B,), 0.0 if mask_input is None else 1.0, np.float32),
         })
         masks, ious, ptrs = out["low_res_masks"], out["iou_predictions"], out["obj_ptrs"]

@@ -46,6 +46,13 @@ def fill_holes(mask_logits: np.ndarray, max_area: int) -> np.ndarray:
     components of ``logits <= 0``), which needs a CUDA extension in the official
     code; here OpenCV's ``connectedComponentsWithStats`` does the labelling.
 
+    Only the object's bounding box grown by one pixel is labelled: every
+    background pixel outside it belongs to the one component around the
+    object, and so does any component touching a side of the crop that is not
+    an image border. When each connected piece of the outside has more than
+    ``max_area`` pixels, such components are never filled, so the crop gives
+    the same result as the whole mask; otherwise the whole mask is labelled.
+
     Args:
         mask_logits: ``[K, h, w]`` float32 low-resolution mask logits.
         max_area: largest hole to fill, in low-res pixels; ``<= 0`` returns the input.
@@ -55,15 +62,41 @@ def fill_holes(mask_logits: np.ndarray, max_area: int) -> np.ndarray:
     if max_area <= 0:
         return mask_logits
     out = mask_logits.copy()
+    h, w = out.shape[1:]
     for k in range(out.shape[0]):
-        background = (out[k] <= 0).astype(np.uint8)
+        fg = out[k] > 0
+        rows, cols = np.flatnonzero(fg.any(axis=1)), np.flatnonzero(fg.any(axis=0))
+        if rows.size == 0:  # all background: one component of h * w pixels
+            if h * w <= max_area:
+                out[k][:] = 0.1
+            continue
+        y0, y1 = max(rows[0] - 1, 0), min(rows[-1] + 2, h)
+        x0, x1 = max(cols[0] - 1, 0), min(cols[-1] + 2, w)
+        full_w, full_h = x0 == 0 and x1 == w, y0 == 0 and y1 == h
+        if full_w and full_h:
+            pieces = []
+        elif full_w:  # the outside is two bands, above and below
+            pieces = [a for a in (y0 * w, (h - y1) * w) if a]
+        elif full_h:  # ... or left and right
+            pieces = [a for a in (x0 * h, (w - x1) * h) if a]
+        else:
+            pieces = [h * w - (y1 - y0) * (x1 - x0)]
+        if pieces and min(pieces) <= max_area:
+            y0, y1, x0, x1 = 0, h, 0, w
+        background = (~fg[y0:y1, x0:x1]).view(np.uint8)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(background, connectivity=8)
         if n <= 1:
             continue
         areas = stats[:, cv2.CC_STAT_AREA].copy()
         areas[0] = max_area + 1  # label 0 = foreground pixels, never a hole
+        outer = [labels[0] if y0 > 0 else None, labels[-1] if y1 < h else None,
+                 labels[:, 0] if x0 > 0 else None, labels[:, -1] if x1 < w else None]
+        for side in outer:
+            if side is not None:
+                areas[np.unique(side)] = max_area + 1  # part of the surrounding background
         hole = areas[labels] <= max_area
-        out[k][hole] = 0.1
+        if hole.any():
+            out[k][y0:y1, x0:x1][hole] = 0.1
     return out
 
 
