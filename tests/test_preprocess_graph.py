@@ -208,7 +208,7 @@ def test_preprocess_frame_matmul_checks_shapes():
 
 @pytest.mark.slow
 def test_parity_with_graph_preprocessing(tiny_model_dir, official_predictor, vtest_frames, sessions, monkeypatch):
-    """The 16 vtest frames tracked with images from the graph (on ORT) vs the official predictor (PIL)."""
+    """8 vtest frames (a full memory bank) tracked with images from the graph (on ORT) vs the official predictor (PIL)."""
     from sam2trt.model_spec import load_model_spec
     from sam2trt.preprocess_graph import build_preprocess_model_for
     from sam2trt.runtime import open_runners
@@ -220,7 +220,7 @@ def test_parity_with_graph_preprocessing(tiny_model_dir, official_predictor, vte
     spec = load_model_spec(tiny_model_dir)
     assert tuple(spec.image_mean) == MEAN and tuple(spec.image_std) == STD and spec.image_size == S
     build_preprocess_model_for(spec)  # the spec's own values build the graph the sessions run
-    n = 16
+    n = 8  # the memory bank is full from frame 7 on
     ref = run_official(official_predictor, vtest_frames, BOXES, 0, n, False, monkeypatch)
     prompts = [ObjectPrompt(i + 1, 0, box=(x, y, x + w, y + h)) for i, (x, y, w, h) in enumerate(BOXES)]
     ours = {}
