@@ -301,3 +301,35 @@ def test_disk_full_is_runtime_failure(tmp_path, monkeypatch):
         writer.write(0, np.zeros((4, 4), np.uint8))
     writer.close()  # nothing was written: no folder appears
     assert list(tmp_path.iterdir()) == []
+
+
+def _overlay_reference(rgb, label_map, alpha):
+    """overlay_masks as first written: the whole frame, boolean indexing (the slow, obvious version)."""
+    import cv2
+
+    palette = davis_palette()
+    out = rgb.copy()
+    fg = label_map > 0
+    if not fg.any():
+        return out
+    tint = palette[label_map[fg]].astype(np.float32)
+    out[fg] = (out[fg].astype(np.float32) * (1.0 - alpha) + tint * alpha + 0.5).astype(np.uint8)
+    for k in np.unique(label_map[fg]):
+        colour = palette[k].astype(np.int32)
+        bright = np.where(colour > 0, colour + (255 - colour) // 2, 0)
+        contours, _ = cv2.findContours((label_map == k).astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, tuple(int(c) for c in bright), thickness=2)
+    return out
+
+
+def test_overlay_on_the_objects_box_equals_the_whole_frame_version():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        h, w = rng.integers(2, 60, size=2)
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        labels = np.zeros((h, w), np.uint8)
+        for _ in range(rng.integers(0, 4)):
+            y0, x0 = rng.integers(0, h), rng.integers(0, w)
+            labels[y0:y0 + rng.integers(1, 25), x0:x0 + rng.integers(1, 25)] = rng.integers(1, 6)
+        alpha = float(rng.choice([0.5, 0.3, 1.0, 0.0]))
+        np.testing.assert_array_equal(overlay_masks(rgb, labels, alpha), _overlay_reference(rgb, labels, alpha))

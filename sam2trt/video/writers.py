@@ -41,6 +41,9 @@ def davis_palette() -> np.ndarray:
     return pal.astype(np.uint8)
 
 
+_PALETTE = davis_palette()
+
+
 def overlay_masks(rgb: np.ndarray, label_map: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Tint each object of ``label_map`` over ``rgb`` and outline it.
 
@@ -58,11 +61,27 @@ def overlay_masks(rgb: np.ndarray, label_map: np.ndarray, alpha: float = 0.5) ->
         raise ValueError(f"label_map must be {rgb.shape[:2]} uint8, got {label_map.shape} {label_map.dtype}")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    palette = davis_palette()
-    out = np.ascontiguousarray(rgb, dtype=np.uint8).copy()
-    fg = label_map > 0
-    if not fg.any():
+    palette = _PALETTE
+    out = np.array(rgb, dtype=np.uint8, order="C", copy=True)
+    rows, cols = np.flatnonzero(label_map.any(axis=1)), np.flatnonzero(label_map.any(axis=0))
+    if rows.size == 0:
         return out
+    # Work on the objects' bounding box grown by one pixel (contours need the background around them).
+    y0, y1 = max(rows[0] - 1, 0), min(rows[-1] + 2, label_map.shape[0])
+    x0, x1 = max(cols[0] - 1, 0), min(cols[-1] + 2, label_map.shape[1])
+    labels = label_map[y0:y1, x0:x1]
+    crop = out[y0:y1, x0:x1]
+    fg = labels > 0
+    tint = palette[labels].astype(np.float32)
+    blended = (crop.astype(np.float32) * (1.0 - alpha) + tint * alpha + 0.5).astype(np.uint8)
+    np.copyto(crop, blended, where=fg[:, :, None])
+    for k in np.unique(labels[fg]):
+        colour = palette[k].astype(np.int32)
+        bright = np.where(colour > 0, colour + (255 - colour) // 2, 0)  # half-way to 255
+        contours, _ = cv2.findContours((labels == k).view(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE,
+                                       offset=(int(x0), int(y0)))
+        cv2.drawContours(out, contours, -1, tuple(int(c) for c in bright), thickness=2)
+    return out
     tint = palette[label_map[fg]].astype(np.float32)
     out[fg] = (out[fg].astype(np.float32) * (1.0 - alpha) + tint * alpha + 0.5).astype(np.uint8)
     for k in np.unique(label_map[fg]):
