@@ -1,6 +1,7 @@
 """Real TensorRT engines on a GPU (``@pytest.mark.gpu``; skipped without TensorRT + cuda-python + a GPU):
 build fp16 engines of the tiny model, track 30 frames with the TensorRT backend (memory bank on
-the GPU), IoU against ONNX Runtime fp32, frames per second.
+the GPU), IoU against ONNX Runtime fp32, frames per second; the preprocessing engines against PIL,
+and tracking with them against host preprocessing.
 """
 
 from __future__ import annotations
@@ -14,12 +15,19 @@ import pytest
 
 from sam2trt.engine.build import build_engines
 from sam2trt.engine.compat import ENGINES_JSON, engines_status
-from sam2trt.errors import RuntimeFailure
-from sam2trt.model_spec import load_model_spec
+from PIL import Image
+
+from sam2trt.errors import ModelError, RuntimeFailure
+from sam2trt.model_spec import MODULES, load_model_spec
+from sam2trt.runtime.base import ModuleRunners
+from sam2trt.tracker import FrameStepper, track_frames
+from sam2trt.tracker.processing import pil_resizes_vertically_first, preprocess_frame, upsample_logits
+from sam2trt.video import open_frames
 from sam2trt.runtime import onnxruntime_backend, tensorrt_backend
 from sam2trt.runtime.cuda_memory import CudaTensor
 from sam2trt.runtime.select import open_runners
-from tests.helpers import (MIN_MEAN_IOU, PROMPT, link_model, mean_iou, needs_tensorrt_gpu, track_masks,
+from tests.conftest import DATA
+from tests.helpers import (MIN_MEAN_IOU, PROMPT, VIDEO_HW, link_model, mean_iou, needs_tensorrt_gpu, track_masks,
                            trt_skip_reason)
 
 GPU_FRAMES = 30  # the 16-frame excerpt forward and back
@@ -107,3 +115,58 @@ def test_tensorrt_runner_matches_onnxruntime_per_module(trt_model_dir):
     print(f"memory encoder, TensorRT fp16 vs ONNX Runtime fp32: relative L2 error {rel:.2e}")
     assert rel < 2e-2
 
+
+
+@needs_tensorrt_gpu
+@pytest.mark.slow
+def test_tensorrt_preprocess_engines_match_pil(trt_model_dir):
+    """The preprocessing engines (fp32, TF32 off) against PIL, within the bound measured on ONNX Runtime
+    (tests/test_preprocess_graph.py: at most 1 unit of 0..255, mean <= 1e-4 units), both variants."""
+    spec = load_model_spec(trt_model_dir)
+    meta = json.loads((trt_model_dir / ENGINES_JSON).read_text())
+    assert meta["preprocess"]["tf32"] is False
+    f0 = np.asarray(Image.open(DATA / "vtest16" / "00000.jpg").convert("RGB"))
+    frames = {
+        "vtest 768x576": f0,
+        "1920x1080": np.asarray(Image.fromarray(f0).resize((1920, 1080), Image.BICUBIC)),
+        "3840x2160": np.asarray(Image.fromarray(f0).resize((3840, 2160), Image.BICUBIC)),
+        "odd crop 511x383": np.ascontiguousarray(f0[7:390, 13:524]),
+        "portrait 720x1280": np.asarray(Image.fromarray(f0[:, 100:460]).resize((720, 1280), Image.BILINEAR)),
+    }
+    std = np.asarray(spec.image_std, np.float32)[:, None, None] * 255
+    with open_runners(spec, "tensorrt") as runners:
+        pre = runners.preprocess
+        for label, rgb in frames.items():
+            h, w = rgb.shape[:2]
+            pre.check_frame_size(h, w)
+            got = np.asarray(pre.infer({"frame": rgb}, keep=("image",))["image"])
+            err = np.abs(got - preprocess_frame(rgb, spec.image_size, spec.image_mean, spec.image_std))[0] * std
+            print(f"{label} ({'vertical' if pil_resizes_vertically_first(h, w, 1024, 1024) else 'horizontal'} "
+                  f"first): max {err.max():.3f} units, mean {err.mean():.2e}, {(err > 0.5).sum()} pixels off")
+            assert err.max() <= 1.0 + 1e-3 and err.mean() <= 1e-4, label
+        t0 = time.perf_counter()
+        for _ in range(20):
+            pre.infer({"frame": frames["1920x1080"]}, keep=("image",))
+        pre.synchronize()
+        print(f"preprocessing 1920x1080 on the GPU: {(time.perf_counter() - t0) / 20 * 1e3:.2f} ms per frame "
+              "(upload included)")
+        with pytest.raises(ModelError, match="frame-size profile"):
+            pre.check_frame_size(4320, 7680)
+
+
+@needs_tensorrt_gpu
+@pytest.mark.slow
+def test_tracking_with_gpu_preprocessing_matches_host_preprocessing(trt_model_dir, vtest_frames):
+    spec = load_model_spec(trt_model_dir)
+
+    def track(use_gpu_preprocessing: bool) -> list[np.ndarray]:
+        with open_runners(spec, "tensorrt") as runners:
+            assert runners.preprocess is not None
+            active = {m: getattr(runners, m) for m in MODULES}
+            pre = runners.preprocess if use_gpu_preprocessing else None
+            stepper = FrameStepper(spec, ModuleRunners(**active, backend="tensorrt", preprocess=pre))
+            with open_frames(vtest_frames) as frames:
+                return [upsample_logits(out.mask_logits, *VIDEO_HW) > 0
+                        for out in track_frames(stepper, frames, [PROMPT], num_frames=16, max_frames=16)]
+
+    assert mean_iou(track(True), track(False), "TensorRT, GPU vs host preprocessing") >= 0.999

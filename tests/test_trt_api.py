@@ -66,6 +66,7 @@ def test_every_tensorrt_use_exists_and_is_called_as_its_signature_allows(api_rep
     uses = set(r["trt_uses"])
     # The walk reached both the builder and the runner (a walk that found nothing would pass vacuously).
     for name in ("Builder.create_network", "OnnxParser.parse_from_file", "IBuilderConfig.set_timing_cache",
+                 "IBuilderConfig.clear_flag", "BuilderFlag.TF32",
                  "IOptimizationProfile.set_shape", "Builder.build_serialized_network",
                  "Runtime.deserialize_cuda_engine", "ICudaEngine.get_tensor_profile_shape",
                  "IExecutionContext.set_input_shape", "IExecutionContext.set_tensor_address",
@@ -93,15 +94,18 @@ def test_both_versions_build_strongly_typed_networks(api_report, stack):
     """TensorRT 10.13 has STRONGLY_TYPED (and still BuilderFlag.FP16); 11.4 has only STRONGLY_TYPED.
 
     So sam2trt builds strongly typed networks from the mixed-precision ONNX on
-    both, with no builder precision flag (the source walk above shows it uses
-    no ``BuilderFlag`` at all).
+    both, with no builder precision flag: the only ``BuilderFlag`` the source
+    walk above finds is ``TF32``, which both versions have (value 6) and which
+    the preprocessing engines clear (``IBuilderConfig.clear_flag``) to keep
+    PIL's rounding.
     """
     r = api_report(stack)
     assert r["has_strongly_typed"] is True
     assert r["has_fp16_flag"] is (STACKS[stack].trt_major == 10)
     assert r["strongly_typed_bit"] == (1 if STACKS[stack].trt_major == 10 else 0)  # renumbered in 11
     assert r["network_flags"] == 1 << r["strongly_typed_bit"]
-    assert not any(u.startswith("BuilderFlag") for u in r["trt_uses"])
+    assert r["tf32_flag"] == 6 and r["has_clear_flag"] is True
+    assert {u for u in r["trt_uses"] if u.startswith("BuilderFlag")} == {"BuilderFlag", "BuilderFlag.TF32"}
 
 
 @stacks
@@ -121,3 +125,18 @@ def test_every_cudart_call_runs_against_the_real_module(api_report, stack):
     assert run["detect"]["gpus"] == 0 and run["detect"]["cuda_runtime_version"] == \
         ".".join(r["cuda_bindings_version"].split(".")[:2])
     assert run["detect_one_device_gpus"] == 0  # the device whose properties fail is skipped
+
+
+@stacks
+def test_the_preprocess_runner_runs_on_the_real_cuda_module(api_report, stack):
+    """Both preprocessing variants ran (fake engines executing the ONNX graph) with every CUDA call made on
+    the real module first; weights were uploaded once per frame size and the result matches NumPy."""
+    from sam2trt.tracker.processing import pil_resizes_vertically_first
+
+    pre = api_report(stack)["cudart_run"]["preprocess"]
+    assert pre["20x30"]["vertical_first"] is False
+    assert pre["40x12"]["vertical_first"] is pil_resizes_vertically_first(40, 12, 16, 16)  # True on Pillow >= 13
+    for size in ("20x30", "40x12"):
+        assert pre[size]["shape"] == [1, 3, 16, 16]
+        assert pre[size]["max_units"] <= 1.0 + 1e-3, (size, pre[size])  # a float32 tie flip at most
+    assert pre["cached_sizes"] == 2 and pre["uploads"] == 4  # 20x30 twice: its weights were reused

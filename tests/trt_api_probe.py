@@ -23,16 +23,19 @@ What it does:
 2. **Stand-ins.** ``tests/fakes``: every class, method (with its parameter
    names), property and enum member (with its value) of the fake tensorrt
    and cuda-python modules must exist in the real ones.
-3. **Precision path.** Whether ``BuilderFlag.FP16`` and
+3. **Precision path.** Whether ``BuilderFlag.FP16``, ``BuilderFlag.TF32``
+   (cleared for the preprocessing engines) and
    ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` exist, and the flags
    ``sam2trt.engine.build.network_flags`` gives.
 4. **Failures without the library.** ``trt.Logger`` works; ``trt.Builder`` and
    ``trt.Runtime`` raise; sam2trt turns that into a one-line RuntimeFailure.
-5. **cuda-python calls, run.** The TensorRT runner (on the fake engine) and
-   machine detection run with a cuda-python module whose every function first
-   calls the real one with the project's arguments (types are checked by the
-   real function, which returns error 35 without a driver) and then the fake,
-   so the flow goes on. Every cudart function the source calls must be
+5. **cuda-python calls, run.** The TensorRT runner (on the fake engine), the
+   preprocessing runner (both variants, on fake engines that run the
+   preprocessing ONNX with ONNX Runtime; weights uploaded once per frame size)
+   and machine detection run with a cuda-python module whose every function
+   first calls the real one with the project's arguments (types are checked by
+   the real function, which returns error 35 without a driver) and then the
+   fake, so the flow goes on. Every cudart function the source calls must be
    exercised this way.
 """
 
@@ -825,6 +828,50 @@ class CheckedCudart:
         return call
 
 
+def preprocess_flow(d: pathlib.Path) -> dict:
+    """The preprocessing runner on fake engines of both variants (S = 16, frames 8..48 a side).
+
+    Returns ``{"HxW": {"vertical_first", "shape", "max_units"}, "cached_sizes", "uploads"}``:
+    ``max_units`` is the largest deviation from the NumPy reference
+    (:func:`sam2trt.tracker.processing.preprocess_frame_matmul`) in 0..255 units;
+    ``uploads`` counts the weight uploads (two per new frame size).
+    """
+    from sam2trt.engine.compat import FrameSizeProfile
+    from sam2trt.preprocess_graph import write_preprocess_model
+    from sam2trt.runtime import cuda_memory, tensorrt_backend
+    from sam2trt.tracker.processing import frame_resize_weights, preprocess_frame_matmul
+    from tests.fakes.tensorrt import fake_engine_bytes
+
+    s, mean, std = 16, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    frames = FrameSizeProfile((8, 20, 48), (8, 30, 48))
+    memory = cuda_memory.CudaMemory()
+    variants = {}
+    for vf in (False, True):
+        onnx_path = write_preprocess_model(d / f"pre{int(vf)}.onnx", s, mean, std, vertical_first=vf)
+        path = d / f"pre{int(vf)}.engine"
+        path.write_bytes(fake_engine_bytes(onnx_path, frames.input_shapes(s), tf32=False))
+        variants[vf] = tensorrt_backend.TensorRTRunner(tensorrt_backend.EngineFromPath(path), f"pre{int(vf)}", memory)
+    rng = np.random.default_rng(0)
+    out: dict = {"uploads": 0}
+    real_upload = memory.upload
+
+    def counting_upload(*args, **kwargs):
+        out["uploads"] += 1
+        return real_upload(*args, **kwargs)
+
+    memory.upload = counting_upload
+    with tensorrt_backend.TensorRTPreprocess(variants, s, frames) as pre:
+        for h, w in ((20, 30), (40, 12), (20, 30)):  # landscape (horizontal first), portrait (vertical first)
+            rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            image = pre.infer({"frame": rgb}, keep=("image",))["image"]
+            ref = preprocess_frame_matmul(rgb, *frame_resize_weights(h, w, s), mean, std)
+            units = np.abs(np.asarray(image) - ref) * (np.asarray(std, np.float32)[:, None, None] * 255)
+            out[f"{h}x{w}"] = {"vertical_first": pre.variant(h, w), "shape": list(image.shape),
+                               "max_units": float(units.max())}
+        out["cached_sizes"] = len(pre._weights)
+    return out
+
+
 def run_cudart_flows(real_rt) -> dict:
     """Run the TensorRT runner (fake engine) and machine detection on :class:`CheckedCudart`."""
     import tempfile
@@ -855,6 +902,7 @@ def run_cudart_flows(real_rt) -> dict:
                 np.testing.assert_array_equal(y, 2 * (2 * x[[1, 0]] + 1) + 1)
                 np.testing.assert_array_equal(np.asarray(t), 2 * x + 1)
                 t.release()
+            out["preprocess"] = preprocess_flow(pathlib.Path(d))
         # The error path, on the real module alone: one line naming CUDA's error.
         alone = CheckedCudart(real_rt, None)
         try:
@@ -991,6 +1039,8 @@ def main() -> int:
     # 3. precision path
     report["has_fp16_flag"] = hasattr(trt.BuilderFlag, "FP16")
     report["has_strongly_typed"] = hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+    report["tf32_flag"] = int(trt.BuilderFlag.TF32) if hasattr(trt.BuilderFlag, "TF32") else None
+    report["has_clear_flag"] = hasattr(trt.IBuilderConfig, "clear_flag")
     report["strongly_typed_bit"] = int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     report["network_flags"] = build.network_flags(trt)
     # 1. uses in the source

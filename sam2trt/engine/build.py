@@ -4,6 +4,12 @@
 
 - ``<module>.engine``: one serialized engine per module, one optimization
   profile each (:func:`profile_shapes`);
+- the preprocessing graph (:mod:`sam2trt.preprocess_graph`: uint8 frame at
+  its native size in, image encoder input out) in both pass orders,
+  ``preprocess_horizontal_first.onnx`` / ``preprocess_vertical_first.onnx``
+  (:data:`~sam2trt.engine.compat.PREPROCESS_VARIANTS`), and an engine for
+  each, with one optimization profile over the frame size
+  (:data:`FRAME_SIZE_PROFILE`, see :func:`frame_profile`);
 - ``engines.json``: TensorRT version, GPU, precision, profiles and the sha256
   of each source ONNX file, read back by :mod:`sam2trt.engine.compat`;
 - ``timing.cache`` (default): TensorRT's tactic timing cache, reused by later
@@ -18,6 +24,19 @@ pow/sqrt/exp, sin/cos, resize, index math) -- the one fp32 policy, for
 TensorRT and ONNX Runtime alike. ``fp32`` builds the fp32 export as it is
 (TF32 stays allowed, TensorRT's default). No builder precision flag is set:
 ``BuilderFlag.FP16`` (gone in TensorRT 11) is not allowed with strong typing.
+The preprocessing engines are fp32 whatever ``precision`` says, with
+``BuilderFlag.TF32`` cleared (present in TensorRT 10.13 and 11.4, value 6):
+TF32 keeps 10 mantissa bits of the resize weights (~5e-4 relative), which
+moves sums across PIL's per-pass rounding ties far more often; in full float32
+the graph stays within 1 unit of 0..255 of PIL (``tests/test_preprocess_graph.py``,
+on ONNX Runtime).
+
+Both preprocessing variants are built, not only the one this Pillow uses for
+the opt size: which one a frame needs depends on its size and on the Pillow
+version (:func:`sam2trt.tracker.processing.pil_resizes_vertically_first`;
+Pillow 13 resizes vertically first when the height shrinks and the width does
+not, e.g. 720x1280 portrait video), and each engine is small (two matrix
+products, no weights: the resize weights are inputs).
 
 Trade-off, not yet measured on a GPU: the fp32 softmax between the two
 attention matmuls may keep TensorRT from fusing them into its fp16
@@ -35,8 +54,8 @@ from typing import Callable
 
 from sam2trt import __version__
 from sam2trt.engine import environment
-from sam2trt.engine.compat import (ENGINES_JSON, META_FORMAT, check_engines_meta, engine_paths,
-                                   read_engines_meta)
+from sam2trt.engine.compat import (ENGINES_JSON, META_FORMAT, PREPROCESS_VARIANTS, FrameSizeProfile,
+                                   check_engines_meta, engine_paths, preprocess_paths, read_engines_meta)
 from sam2trt.engine.environment import TRT_INSTALL_HINT
 from sam2trt.engine.fp16 import write_all_fp16
 from sam2trt.errors import EnvironmentMissing, ModelError, RuntimeFailure, UsageError
@@ -48,6 +67,26 @@ TIMING_CACHE = "timing.cache"
 #: (a box is 2 points, so a box plus 14 clicks; tracking frames use 1). The
 #: tensors are tiny, so a generous maximum costs nothing measurable.
 MAX_POINTS = 16
+#: Frame sizes the preprocessing engines take, per dimension, pixels: ``(min, opt, max)``.
+#: Max 4096 on each side covers 4K UHD (3840x2160) and DCI 4K (4096x2160) in landscape and
+#: portrait; opt is 1080p landscape, the most common video size; min 32 (smaller frames: resize
+#: them, or track with ONNX Runtime, which preprocesses any size on the host).
+FRAME_SIZE_PROFILE = FrameSizeProfile(height=(32, 1080, 4096), width=(32, 1920, 4096))
+
+
+def frame_profile(max_frame_side: int | None = None) -> FrameSizeProfile:
+    """:data:`FRAME_SIZE_PROFILE`, with its maximum side set to ``max_frame_side`` pixels when given.
+
+    The opt size is clipped into the new range. Raises ``UsageError`` when
+    ``max_frame_side`` is below the minimum side.
+    """
+    if max_frame_side is None:
+        return FRAME_SIZE_PROFILE
+    p = FRAME_SIZE_PROFILE
+    if max_frame_side < max(p.height[0], p.width[0]):
+        raise UsageError(f"max frame side {max_frame_side} is below the minimum {max(p.height[0], p.width[0])} pixels")
+    return FrameSizeProfile((p.height[0], min(p.height[1], max_frame_side), max_frame_side),
+                            (p.width[0], min(p.width[1], max_frame_side), max_frame_side))
 
 
 def profile_shapes(spec: ModelSpec, max_objects: int) -> dict[str, dict[str, tuple[tuple, tuple, tuple]]]:
@@ -152,10 +191,12 @@ def create_trt_object(factory, *args, what: str):
 
 
 def _build_one(trt, builder, logger, onnx_path: pathlib.Path, shapes: dict, *, workspace_gib: float,
-               cache) -> bytes:
+               cache, tf32: bool = True) -> bytes:
     """Parse ``onnx_path`` into a strongly typed network and build one serialized engine.
 
     Tactic timings are read from and recorded in ``cache`` (an ``ITimingCache``).
+    ``tf32=False`` clears ``BuilderFlag.TF32`` (set by default): float32 matrix
+    products then run in full float32.
     """
     network = builder.create_network(network_flags(trt))
     parser = create_trt_object(trt.OnnxParser, network, logger, what="ONNX parser")
@@ -165,6 +206,8 @@ def _build_one(trt, builder, logger, onnx_path: pathlib.Path, shapes: dict, *, w
                              f"{f' (+{len(errs) - 1} more)' if len(errs) > 1 else ''}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    if not tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)
     dynamic = [network.get_input(i) for i in range(network.num_inputs) if -1 in tuple(network.get_input(i).shape)]
     if dynamic:
         profile = builder.create_optimization_profile()
@@ -183,6 +226,31 @@ def _build_one(trt, builder, logger, onnx_path: pathlib.Path, shapes: dict, *, w
     return bytes(serialized)
 
 
+def write_preprocess_onnx(spec: ModelSpec, log: Callable[[str], None] = print) -> dict[str, pathlib.Path]:
+    """Write both preprocessing graph variants into the model folder, where missing or different.
+
+    The graph (:func:`sam2trt.preprocess_graph.build_preprocess_model_for`) is
+    built from ``model.json``'s ``image_size``, ``image_mean`` and ``image_std``;
+    a file whose bytes already match is left alone (so its sha256, recorded in
+    ``engines.json``, stays valid).
+
+    Returns:
+        ``{variant: ONNX path}`` (:data:`~sam2trt.engine.compat.PREPROCESS_VARIANTS`).
+    Raises:
+        RuntimeFailure: a file cannot be written (disk full, read-only folder).
+    """
+    from sam2trt.preprocess_graph import build_preprocess_model_for
+
+    out = {}
+    for variant, (onnx_path, _) in preprocess_paths(spec).items():
+        data = build_preprocess_model_for(spec, vertical_first=PREPROCESS_VARIANTS[variant]).SerializeToString()
+        if not (onnx_path.is_file() and onnx_path.read_bytes() == data):
+            atomic_write(onnx_path, data)
+            log(f"wrote {onnx_path.name}")
+        out[variant] = onnx_path
+    return out
+
+
 def _engines_up_to_date(spec: ModelSpec, want: dict, env) -> bool:
     try:
         meta = read_engines_meta(spec)
@@ -195,8 +263,9 @@ def _engines_up_to_date(spec: ModelSpec, want: dict, env) -> bool:
 
 def build_engines(model_dir: str | os.PathLike, *, precision: str = "fp16", max_objects: int = 8,
                   workspace_gib: float = 4.0, timing_cache: str | os.PathLike | None = None,
-                  force: bool = False, log: Callable[[str], None] = print) -> pathlib.Path:
-    """Build the four TensorRT engines of a model folder for this GPU.
+                  force: bool = False, max_frame_side: int | None = None,
+                  log: Callable[[str], None] = print) -> pathlib.Path:
+    """Build the four module engines and the two preprocessing engines of a model folder for this GPU.
 
     Args:
         model_dir: folder from ``sam2trt export``.
@@ -206,6 +275,8 @@ def build_engines(model_dir: str | os.PathLike, *, precision: str = "fp16", max_
         timing_cache: timing cache file to load and update (default
             ``<model_dir>/timing.cache``).
         force: rebuild even when ``engines.json`` says the engines are current.
+        max_frame_side: largest frame height and width the preprocessing
+            engines take, pixels (default: :data:`FRAME_SIZE_PROFILE`, 4096).
         log: receives progress lines.
 
     Returns:
@@ -213,7 +284,7 @@ def build_engines(model_dir: str | os.PathLike, *, precision: str = "fp16", max_
 
     Raises:
         sam2trt.errors.ModelError: not a complete model folder.
-        UsageError: bad precision or max_objects.
+        UsageError: bad precision, max_objects or max_frame_side.
         EnvironmentMissing: TensorRT is not installed, or no CUDA GPU (exit 5).
         RuntimeFailure: TensorRT could not parse or build a module, or create its builder.
     """
@@ -223,10 +294,13 @@ def build_engines(model_dir: str | os.PathLike, *, precision: str = "fp16", max_
         raise UsageError(f"workspace {workspace_gib} GiB must be positive")
     spec = load_model_spec(model_dir)
     profiles = profile_shapes(spec, max_objects)
+    frames = frame_profile(max_frame_side)
     env = environment.detect()
     _check_environment(env)
     meta_path = spec.root / ENGINES_JSON
-    want = {"precision": precision, "max_objects": max_objects, "profiles": _jsonable_profiles(profiles)}
+    want = {"precision": precision, "max_objects": max_objects, "profiles": _jsonable_profiles(profiles),
+            "frame_size_profile": frames.to_json()}
+    pre_sources = write_preprocess_onnx(spec, log=log)  # before the check: a changed graph is a changed ONNX
     if not force and _engines_up_to_date(spec, want, env):
         log(f"engines in {spec.root} are up to date (use --force to rebuild)")
         return spec.root
@@ -236,6 +310,7 @@ def build_engines(model_dir: str | os.PathLike, *, precision: str = "fp16", max_
     sources = write_all_fp16(spec, log=log) if precision == "fp16" else {m: spec.path(m) for m in MODULES}
     cache_path = pathlib.Path(timing_cache) if timing_cache else spec.root / TIMING_CACHE
     onnx_sha = {m: sha256_file(spec.path(m)) for m in MODULES}  # before the build: detect edits during it
+    pre_sha = {v: sha256_file(p) for v, p in pre_sources.items()}
     logger = trt.Logger(trt.Logger.WARNING)
     builder = create_trt_object(trt.Builder, logger, what="builder")
     cache_config = builder.create_builder_config()  # owns the timing cache shared by the four builds
@@ -258,6 +333,15 @@ def build_engines(model_dir: str | os.PathLike, *, precision: str = "fp16", max_
         path = engine_paths(spec)[module]
         atomic_write(path, data)
         log(f"wrote {path.name} ({len(data) / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s) from {sources[module].name}")
+    pre_shapes = frames.input_shapes(spec.image_size)
+    pre_engines = {v: e for v, (_, e) in preprocess_paths(spec).items()}
+    for variant, onnx_path in pre_sources.items():
+        t0 = time.perf_counter()
+        data = _build_one(trt, builder, logger, onnx_path, pre_shapes, workspace_gib=workspace_gib, cache=cache,
+                          tf32=False)
+        atomic_write(pre_engines[variant], data)
+        log(f"wrote {pre_engines[variant].name} ({len(data) / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s, "
+            f"fp32 without TF32, frames {frames.describe()}) from {onnx_path.name}")
     atomic_write(cache_path, bytes(cache.serialize()))
 
     meta = {
@@ -274,6 +358,15 @@ def build_engines(model_dir: str | os.PathLike, *, precision: str = "fp16", max_
         "onnx_sha256": onnx_sha,
         "built_from": {m: p.name for m, p in sources.items()},
         "engines": {m: p.name for m, p in engine_paths(spec).items()},
+        "frame_size_profile": want["frame_size_profile"],
+        "preprocess": {
+            "precision": "fp32",
+            "tf32": False,
+            "image_size": spec.image_size,
+            "profile": _jsonable_profiles({"preprocess": pre_shapes})["preprocess"],
+            "variants": {v: {"vertical_first": PREPROCESS_VARIANTS[v], "onnx": pre_sources[v].name,
+                             "engine": pre_engines[v].name, "onnx_sha256": pre_sha[v]} for v in PREPROCESS_VARIANTS},
+        },
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     atomic_write(meta_path, json.dumps(meta, indent=1).encode())

@@ -195,6 +195,24 @@ class CudaMemory:
         """Wait for everything queued on the stream."""
         check(self.rt, self.rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
 
+    def upload(self, array: np.ndarray, what: str) -> "CudaTensor":
+        """Copy a host array into a new pool block: a :class:`CudaTensor` of the same shape and dtype.
+
+        For data uploaded once and fed many times by address (the preprocessing
+        resize weights). The stream is synchronized before returning, so
+        ``array`` (pageable memory) may change or go at once.
+
+        Raises:
+            RuntimeFailure: the allocation or the copy failed (``what`` names it).
+        """
+        arr = np.ascontiguousarray(array)
+        block = self.alloc(arr.nbytes)
+        tensor = CudaTensor(self, block, block.ptr, arr.shape, arr.dtype)
+        self.copy(block.ptr, arr.ctypes.data, arr.nbytes, self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
+                  f"copy of {what} to the GPU")
+        self.synchronize()
+        return tensor
+
     def download(self, tensor: "CudaTensor") -> np.ndarray:
         """Copy ``tensor`` into a new host array (synchronizes the stream)."""
         out = np.empty(tensor.shape, tensor.dtype)

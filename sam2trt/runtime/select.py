@@ -61,7 +61,7 @@ def choose_backend(spec: ModelSpec, backend: str = "auto",
 
 @contextlib.contextmanager
 def open_runners(spec: ModelSpec, backend: str = "auto", *, threads: int | None = None):
-    """Open the four module runners of ``spec`` on one backend (a context manager).
+    """Open the four module runners of ``spec`` on one backend, and its preprocessing runner if any (a context manager).
 
     Args:
         spec: the loaded model folder.
@@ -69,7 +69,13 @@ def open_runners(spec: ModelSpec, backend: str = "auto", *, threads: int | None 
         threads: intra-op threads for ONNX Runtime (default: all cores).
 
     Yields:
-        :class:`~sam2trt.runtime.base.ModuleRunners`.
+        :class:`~sam2trt.runtime.base.ModuleRunners`. On TensorRT with
+        preprocessing engines (``build-engines`` since they exist),
+        ``preprocess`` is a :class:`~sam2trt.runtime.tensorrt_backend.TensorRTPreprocess`:
+        call its ``check_frame_size(height, width)`` before tracking a video
+        (ModelError, exit 3, outside the engines' frame-size profile). ONNX
+        Runtime has none (``preprocess`` is None): frames are preprocessed on
+        the host with PIL, bit-exact and faster than the graph on a CPU.
 
     Raises:
         As :func:`choose_backend`, and what the runners raise when they open.
@@ -79,6 +85,8 @@ def open_runners(spec: ModelSpec, backend: str = "auto", *, threads: int | None 
     runners = make(spec, threads=threads)
     with contextlib.ExitStack() as stack:
         active = {name: stack.enter_context(runners[name]) for name in MODULES}
+        if runners.get("preprocess") is not None:
+            active["preprocess"] = stack.enter_context(runners["preprocess"])
         yield ModuleRunners(**active, backend=chosen, reason=reason)
 
 

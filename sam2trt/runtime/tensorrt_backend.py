@@ -22,6 +22,13 @@ What crosses PCIe (``infer(feed, keep=...)``):
   pinned memory and returned as new NumPy arrays. The stream is synchronized
   only when something comes back to the host.
 
+Preprocessing (:class:`TensorRTPreprocess`, the ``preprocess`` runner of
+:class:`~sam2trt.runtime.base.ModuleRunners`) runs the preprocessing graph's
+engines (:mod:`sam2trt.preprocess_graph`) on the same stream: the uint8 frame
+goes up at its native size (1.3 MB at 768x576 instead of 12.6 MB of float32),
+the resize weights go up once per frame size and stay on the GPU, and the
+image encoder input is kept on the GPU and fed to the image encoder by address.
+
 With the tracker core (:class:`sam2trt.tracker.FrameStepper`) this keeps the
 image encoder features, the memory attention output and the memory bank's
 spatial features on the GPU: per frame and object, the frame goes up, the
@@ -41,12 +48,17 @@ from typing import Collection
 import numpy as np
 
 from sam2trt.engine.build import create_trt_object
-from sam2trt.engine.compat import engine_paths
+import contextlib
+from collections import OrderedDict
+
+from sam2trt.engine.compat import (PREPROCESS_VARIANTS, FrameSizeProfile, engine_paths, frame_size_profile,
+                                   preprocess_paths, read_engines_meta, rebuild_hint)
 from sam2trt.engine.environment import TRT_INSTALL_HINT
 from sam2trt.errors import EnvironmentMissing, ModelError, RuntimeFailure
 from sam2trt.model_spec import MODULES, ModelSpec
 from sam2trt.runtime.base import to_host
 from sam2trt.runtime.cuda_memory import ALIGNMENT, CudaMemory, CudaTensor, import_cudart
+from sam2trt.tracker.processing import frame_resize_weights, pil_resizes_vertically_first
 
 
 def import_tensorrt():
@@ -343,14 +355,187 @@ class TensorRTRunner:
         return out
 
 
-def make_runners(spec: ModelSpec, threads: int | None = None) -> dict[str, TensorRTRunner]:
-    """One (not yet activated) runner per module, on ``<model folder>/<module>.engine``.
+class TensorRTPreprocess:
+    """Frame preprocessing on the GPU: the ``preprocess`` runner of :class:`~sam2trt.runtime.base.ModuleRunners`.
+
+    Runs the preprocessing graph (:mod:`sam2trt.preprocess_graph`), which
+    mirrors ``sam2.utils.misc._load_img_as_tensor`` (PIL bicubic resize to
+    ``S x S``, ``/ 255``, mean/std) as two matrix products with PIL's weights.
+    Holds one :class:`TensorRTRunner` per variant
+    (:data:`~sam2trt.engine.compat.PREPROCESS_VARIANTS`) on the model's shared
+    :class:`~sam2trt.runtime.cuda_memory.CudaMemory`, and picks the variant per
+    frame size with :func:`~sam2trt.tracker.processing.pil_resizes_vertically_first`
+    (the installed Pillow's pass order).
+
+    ``infer({"frame": uint8 [H, W, 3]}, keep=("image",))`` returns
+    ``{"image": [1, 3, S, S] float32}`` -- a :class:`CudaTensor` when kept, else
+    a NumPy array. The resize weights ``resize_h [S, H]`` / ``resize_w [S, W]``
+    (:func:`~sam2trt.tracker.processing.frame_resize_weights`) are uploaded once
+    per frame size into pool blocks and bound by address on every call; the last
+    :attr:`MAX_CACHED_SIZES` sizes stay on the GPU.
+
+    Args:
+        variants: ``{vertical_first: runner}`` for ``False`` and ``True`` (not yet activated).
+        image_size: ``S``, the model's input side (``model.json`` ``image_size``).
+        frame_sizes: the engines' frame-size profile (``engines.json``).
+        root: the model folder, named in errors (optional).
+
+    Raises (from ``__enter__``): as :class:`TensorRTRunner`, and ModelError when
+    an engine's frame profile is not the one ``engines.json`` records.
+    """
+
+    name = "preprocess"
+    #: Frame sizes whose resize weights stay on the GPU (a video has one size).
+    MAX_CACHED_SIZES = 4
+
+    def __init__(self, variants: dict[bool, TensorRTRunner], image_size: int, frame_sizes: FrameSizeProfile,
+                 root: str | os.PathLike | None = None):
+        if set(variants) != {False, True}:
+            raise ValueError("need the horizontal-first (False) and vertical-first (True) runners")
+        self.variants = variants
+        self.image_size = int(image_size)
+        self.frame_sizes = frame_sizes
+        self.root = pathlib.Path(root) if root is not None else None
+        self.memory = variants[False].memory
+        self._weights: OrderedDict[tuple[int, int], tuple[CudaTensor, CudaTensor]] = OrderedDict()
+        self._stack: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> "TensorRTPreprocess":
+        want = (self.frame_sizes.height[2], self.frame_sizes.width[2], 3)
+        with contextlib.ExitStack() as stack:
+            for vertical_first in (False, True):
+                runner = stack.enter_context(self.variants[vertical_first])
+                got = runner.max_shapes.get("frame")
+                if got != want:
+                    raise ModelError(f"{runner.name}: frame profile maximum {got}, engines.json says {want}: "
+                                     f"{rebuild_hint(self.root or 'MODEL_DIR')}")
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._drop_weights()
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+
+    @staticmethod
+    def _release(tensor: CudaTensor) -> None:
+        tensor.release()
+
+    def _drop_weights(self) -> None:
+        for pair in self._weights.values():
+            for t in pair:
+                self._release(t)
+        self._weights.clear()
+
+    def check_frame_size(self, height: int, width: int) -> None:
+        """Refuse, before tracking, a frame size outside the engines' frame-size profile.
+
+        Args:
+            height, width: the video's frame size, pixels.
+        Raises:
+            ModelError: (exit 3) one line: the size, the profile, the fix
+                (:meth:`sam2trt.engine.compat.FrameSizeProfile.check`).
+        """
+        self.frame_sizes.check(height, width)
+
+    def variant(self, height: int, width: int) -> bool:
+        """Whether a ``height x width`` frame takes the vertical-first engine (PIL's pass order)."""
+        return pil_resizes_vertically_first(int(height), int(width), self.image_size, self.image_size)
+
+    def weights(self, height: int, width: int) -> tuple[CudaTensor, CudaTensor]:
+        """``(resize_h [S, H], resize_w [S, W])`` float32 on the GPU for one frame size, uploaded on first use.
+
+        Raises:
+            RuntimeFailure: outside the runner's ``with`` block, or a CUDA failure.
+        """
+        if self._stack is None:
+            raise RuntimeFailure(f"{self.name}: runner used outside its `with` block")
+        key = (int(height), int(width))
+        pair = self._weights.get(key)
+        if pair is None:
+            rh, rw = frame_resize_weights(key[0], key[1], self.image_size)
+            pair = (self.memory.upload(rh, f"{self.name}: resize_h"), self.memory.upload(rw, f"{self.name}: resize_w"))
+            self._weights[key] = pair
+            while len(self._weights) > self.MAX_CACHED_SIZES:
+                for t in self._weights.popitem(last=False)[1]:
+                    self._release(t)  # stream order: engines queued before still read it first
+        else:
+            self._weights.move_to_end(key)
+        return pair
+
+    def synchronize(self) -> None:
+        """Wait until everything queued by the model's runners has run."""
+        self.variants[False].synchronize()
+
+    def infer(self, feed: dict, keep: Collection[str] = ()) -> dict:
+        """Preprocess one frame on the GPU.
+
+        Args:
+            feed: ``{"frame": uint8 [H, W, 3]}`` RGB, ``H x W`` inside the frame-size profile.
+            keep: ``("image",)`` to leave the result on the GPU (for the image encoder).
+        Returns:
+            ``{"image": [1, 3, S, S] float32}``: a :class:`CudaTensor` when kept, else a NumPy array.
+        Raises:
+            ModelError: the frame size is outside the profile (:meth:`check_frame_size`).
+            RuntimeFailure: the feed is not one uint8 ``[H, W, 3]`` frame, or TensorRT/CUDA fails.
+        """
+        frame = feed.get("frame") if set(feed) == {"frame"} else None
+        if not (isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3):
+            got = ", ".join(f"{k}: {getattr(v, 'dtype', '')} {getattr(v, 'shape', type(v).__name__)}"
+                            for k, v in feed.items())
+            raise RuntimeFailure(f"{self.name}: the feed must be {{frame: uint8 [H, W, 3]}}, got {{{got}}}")
+        h, w = frame.shape[:2]
+        self.check_frame_size(h, w)
+        resize_h, resize_w = self.weights(h, w)
+        return self.variants[self.variant(h, w)].infer({"frame": frame, "resize_h": resize_h, "resize_w": resize_w},
+                                                       keep=keep)
+
+
+def make_preprocess(spec: ModelSpec, memory: CudaMemory, meta: dict | None = None) -> TensorRTPreprocess | None:
+    """The (not yet activated) preprocessing runner on ``memory``, or None when the engines have none.
+
+    Args:
+        spec: the model folder.
+        memory: the :class:`CudaMemory` of the model's module runners (one stream).
+        meta: the parsed ``engines.json`` (default: read it).
+    Returns:
+        A :class:`TensorRTPreprocess` over ``<variant>.engine``, or None when
+        ``engines.json`` records no preprocessing engines (built by an older
+        sam2trt: frames are then preprocessed on the host).
+    Raises:
+        ModelError: ``engines.json`` is unreadable or its frame-size profile malformed.
+    """
+    meta = read_engines_meta(spec) if meta is None else meta
+    try:
+        frames = frame_size_profile(meta)
+    except ValueError as e:
+        raise ModelError(f"{spec.root}: engines.json: {e}: {rebuild_hint(spec.root)}") from None
+    if frames is None:
+        return None
+    paths = preprocess_paths(spec)
+    variants = {vf: TensorRTRunner(EngineFromPath(paths[v][1]), name=v, memory=memory)
+                for v, vf in PREPROCESS_VARIANTS.items()}
+    return TensorRTPreprocess(variants, spec.image_size, frames, root=spec.root)
+
+
+def make_runners(spec: ModelSpec, threads: int | None = None) -> dict:
+    """One (not yet activated) runner per module, on ``<model folder>/<module>.engine``, plus ``"preprocess"``.
 
     Each runner loads its engine with :class:`EngineFromPath` at ``__enter__``.
-    The four share one :class:`~sam2trt.runtime.cuda_memory.CudaMemory` (stream
-    and pool), so tensors kept by one runner feed the others. ``threads`` is
-    accepted for interface parity with ONNX Runtime and ignored.
+    All share one :class:`~sam2trt.runtime.cuda_memory.CudaMemory` (stream
+    and pool), so tensors kept by one runner feed the others. The
+    ``"preprocess"`` entry (:class:`TensorRTPreprocess`, :func:`make_preprocess`)
+    is there when ``engines.json`` records preprocessing engines. ``threads``
+    is accepted for interface parity with ONNX Runtime and ignored.
+
+    Raises:
+        ModelError: ``engines.json`` is unreadable or malformed.
     """
     paths = engine_paths(spec)
     memory = CudaMemory()
-    return {name: TensorRTRunner(EngineFromPath(paths[name]), name=name, memory=memory) for name in MODULES}
+    runners: dict = {name: TensorRTRunner(EngineFromPath(paths[name]), name=name, memory=memory) for name in MODULES}
+    pre = make_preprocess(spec, memory)
+    if pre is not None:
+        runners["preprocess"] = pre
+    return runners
