@@ -280,6 +280,9 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
     summary = summary or TrackSummary(video=str(job.video))
     stats = {} if stats is None else stats
     plan = plan or validate_job(job, spec)
+    check_size = getattr(getattr(runners, "preprocess", None), "check_frame_size", None)
+    if check_size is not None:  # a device preprocessing engine has a frame-size profile
+        check_size(plan.info.height, plan.info.width)
     summary.first_frame = plan.start
     summary.objects = [p.obj_id for p in job.prompts]
     summary.backend = runners.backend
