@@ -81,3 +81,28 @@ def model_copy(tiny_model_dir, tmp_path) -> pathlib.Path:
     for f in tiny_model_dir.iterdir():
         (dst / f.name).symlink_to(f)
     return dst
+
+
+@pytest.fixture(scope="session")
+def vtest_clip6(tmp_path_factory, vtest_frames) -> pathlib.Path:
+    """A 6-frame 768x576 H.264 mp4 of the first test frames (written by the overlay writer)."""
+    from sam2trt.video import OverlayVideoWriter, open_frames
+
+    path = tmp_path_factory.mktemp("clip6") / "vtest6.mp4"
+    with open_frames(vtest_frames) as src, OverlayVideoWriter(path, 768, 576, 10.0) as w:
+        for idx, rgb in src:
+            if idx >= 6:
+                break
+            w.write(rgb)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_runners(tiny_model_dir):
+    """``(spec, runners)``: the tiny model opened once on ONNX Runtime for in-process runs."""
+    from sam2trt.model_spec import load_model_spec
+    from sam2trt.runtime import open_runners
+
+    spec = load_model_spec(tiny_model_dir)
+    with open_runners(spec, "onnxruntime") as runners:
+        yield spec, runners

@@ -27,14 +27,14 @@ from PIL import Image
 
 from sam2trt import cli
 from sam2trt.batch import expand
-from sam2trt.errors import InputError, Interrupted, ModelError, RuntimeFailure, UsageError
+from sam2trt.errors import Interrupted, ModelError, RuntimeFailure, UsageError
 from sam2trt.fileio import PARTIAL, create_temp, write_marker
 from sam2trt.model_spec import load_model_spec
-from sam2trt.pipeline import TrackJob, marker_path, run_track
+from sam2trt.pipeline import TrackJob, run_track
 from sam2trt.runtime import ModuleRunners
 from sam2trt.tracker.prompts import ObjectPrompt
 from sam2trt.validation import validate_job
-from sam2trt.video import OverlayVideoWriter, open_frames, probe
+from sam2trt.video import open_frames, probe
 from tests.conftest import run_cli
 from tests.test_faults import check_partial
 
@@ -64,25 +64,16 @@ def tree(d: pathlib.Path) -> dict:
     return out
 
 
-@pytest.fixture(scope="module")
-def model(tiny_model_dir):
+@pytest.fixture()
+def model(tiny_runners):
     """``(spec, runners)``: the tiny model opened once for the in-process runs."""
-    from sam2trt.runtime import open_runners
-
-    spec = load_model_spec(tiny_model_dir)
-    with open_runners(spec, "onnxruntime") as runners:
-        yield spec, runners
+    return tiny_runners
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory, vtest_frames) -> pathlib.Path:
-    """A 4-frame 768x576 mp4 of the test frames."""
-    path = tmp_path_factory.mktemp("clip") / "c.mp4"
-    with open_frames(vtest_frames) as src, OverlayVideoWriter(path, 768, 576, 10.0) as w:
-        for idx, rgb in src:
-            if idx < 4:
-                w.write(rgb)
-    return path
+@pytest.fixture()
+def clip(vtest_clip6) -> pathlib.Path:
+    """A 6-frame 768x576 mp4 of the test frames."""
+    return vtest_clip6
 
 
 def job_in(d: pathlib.Path, video, **kw) -> TrackJob:
@@ -411,7 +402,7 @@ def test_module_names_are_checked_at_load(tiny_model_dir, model_copy):
 # ------------------------------------------------------------------- 9. exit codes (the README's table, row by row)
 def test_exit_0_ok_and_2_usage(tiny_model_dir, clip, tmp_path):
     proc = run_cli("track", clip, "--model", tiny_model_dir, "--box", "250,215,36,97", "--prompt-frame", "3",
-                   "--json", tmp_path / "t.jsonl", "--quiet")
+                   "--max-frames", "1", "--json", tmp_path / "t.jsonl", "--quiet")
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     for bad in (["--max-frames", "0"], ["--prompt-frame", "-1"]):
         one_line(run_cli("track", clip, "--model", tiny_model_dir, "--box", "250,215,36,97", *bad), 2, bad[0])
@@ -459,7 +450,8 @@ def test_closed_stdout_under_json_summary_is_one_line(tiny_model_dir, clip, tmp_
     r, w = os.pipe()
     os.close(r)  # `sam2trt track ... --json-summary | true`: the reader is gone
     proc = subprocess.run([sys.executable, "-m", "sam2trt.cli", "track", str(clip), "--model", str(tiny_model_dir),
-                           "--box", "250,215,36,97", "--prompt-frame", "3", "--json", str(tmp_path / "t.jsonl"),
+                           "--box", "250,215,36,97", "--prompt-frame", "3", "--max-frames", "1",
+                           "--json", str(tmp_path / "t.jsonl"),
                            "--json-summary", "--quiet"], stdout=w, stderr=subprocess.PIPE, text=True, timeout=600)
     os.close(w)
     one_line(proc, 4, "standard output was closed")

@@ -10,18 +10,12 @@ import json
 
 import pytest
 
-from sam2trt.video import OverlayVideoWriter, open_frames
 from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory, vtest_frames):
-    path = tmp_path_factory.mktemp("hostclip") / "v.mp4"
-    with open_frames(vtest_frames) as src, OverlayVideoWriter(path, 768, 576, 10.0) as w:
-        for idx, rgb in src:
-            if idx < 6:
-                w.write(rgb)
-    return path
+def clip(vtest_clip6):
+    return vtest_clip6
 
 
 @pytest.mark.parametrize("outputs,objects", [("out,json", 1), ("out,json,masks_dir,coco", 2)])

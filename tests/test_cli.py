@@ -10,22 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sam2trt.video import OverlayVideoWriter, open_frames, probe
+from sam2trt.video import probe
 from tests.conftest import run_cli
 
 MODULES = ["image_encoder", "memory_attention", "mask_decoder", "memory_encoder"]
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory, vtest_frames) -> pathlib.Path:
+def clip(vtest_clip6) -> pathlib.Path:
     """A 6-frame 768x576 mp4 made from the test frames."""
-    path = tmp_path_factory.mktemp("clip") / "vtest6.mp4"
-    with open_frames(vtest_frames) as src, OverlayVideoWriter(path, 768, 576, 10.0) as w:
-        for idx, rgb in src:
-            if idx >= 6:
-                break
-            w.write(rgb)
-    return path
+    return vtest_clip6
 
 
 def listing(d: pathlib.Path) -> list[str]:

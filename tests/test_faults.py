@@ -27,21 +27,17 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from sam2trt.errors import RuntimeFailure, Sam2TrtError, UsageError
-from sam2trt.model_spec import load_model_spec
 from sam2trt.pipeline import TrackJob, run_track
-from sam2trt.runtime import open_runners
 from sam2trt.tracker.prompts import ObjectPrompt, build_prompts, parse_box, split_prompt_prefix
 from sam2trt.video import open_frames, probe
 
 BOX = (250.0, 215.0, 286.0, 312.0)  # corners of 250,215,36,97
 
 
-@pytest.fixture(scope="module")
-def model(tiny_model_dir):
+@pytest.fixture()
+def model(tiny_runners):
     """``(spec, runners)``: the tiny model opened once for the in-process runs."""
-    spec = load_model_spec(tiny_model_dir)
-    with open_runners(spec, "onnxruntime") as runners:
-        yield spec, runners
+    return tiny_runners
 
 
 @pytest.fixture(scope="module")

@@ -7,20 +7,13 @@ import pytest
 
 from sam2trt.bench import transcode_floor
 from sam2trt.errors import InputError
-from sam2trt.video import OverlayVideoWriter, open_frames
 from tests.test_video_io import _make_video
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory, vtest_frames):
+def clip(vtest_clip6):
     """A 6-frame 768x576 mp4 of the test frames, written by the overlay writer."""
-    path = tmp_path_factory.mktemp("floor") / "vtest6.mp4"
-    with open_frames(vtest_frames) as src, OverlayVideoWriter(path, 768, 576, 10.0) as w:
-        for idx, rgb in src:
-            if idx >= 6:
-                break
-            w.write(rgb)
-    return path
+    return vtest_clip6
 
 
 def test_transcode_floor_reencodes_like_the_overlay_writer(clip, tmp_path):
