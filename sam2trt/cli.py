@@ -217,6 +217,8 @@ def bench(
     crf: int = typer.Option(DEFAULT_CRF, help="--out quality (libx264 crf)"),
     preset: str = typer.Option(DEFAULT_PRESET, help="--out speed (libx264 preset)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
+    direction: str = typer.Option("forward", help="with --host-only: forward | backward | both (as `track --direction`)"),
+    prompt_frame: int = typer.Option(0, help="with --host-only: frame the boxes are on; --frames bounds each direction"),
 ):
     """Measure per-module latency, frames per second, overhead and peak memory on this machine.
 
@@ -246,7 +248,8 @@ def bench(
             spec = host_only_spec()
         else:
             spec = load_model_spec(model, verify_files=False)
-        result = run_host_only(spec, str(video), frames, objects, outs, crf=crf, preset=preset)
+        result = run_host_only(spec, str(video), frames, objects, outs, crf=crf, preset=preset, direction=direction,
+                               prompt_frame=prompt_frame)
         print(json.dumps(result) if as_json else format_host_only(result))
         return
     if model is None:
