@@ -488,6 +488,7 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
                         head[out.frame_idx] = out
                 elif tag == "B":
                     spill = _Spill(next(iter(job.outputs().values()), None))
+                    spills.append(spill)
                     for out in track_frames(stepper, feed("B"), job.prompts, num_frames=info.num_frames,
                                             banks=_copy_banks(banks), reverse=True, conditioning=cond):
                         tracked()
@@ -527,6 +528,7 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
             fail(e)
             post_ch.drain()
 
+    spills: list = []  # backward result folders, removed by the infer thread or, at the latest, below
     sinks: dict = {}
     sinks_run = None
     threads: list[threading.Thread] = []
@@ -571,6 +573,8 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
                         threads[0].join(5)
                     if sinks_run is not None:
                         sinks_run.finish()
+                    for spill in spills:
+                        spill.close()
                     if guard.pending:
                         _cancel_runners(runners, False)
         with guard.disarmed():

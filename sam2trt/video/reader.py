@@ -25,7 +25,7 @@ DEFAULT_FPS = 30.0
 """Frame rate (frames/second) reported for frame folders, which carry none."""
 
 _IMAGE_ERRORS = (OSError, SyntaxError, ValueError)  # what PIL raises on a broken file
-CHUNK_BYTES = 256 * 1024 * 1024
+CHUNK_BYTES = 64 * 1024 * 1024
 """Bound (bytes of decoded RGB frames) of one chunk when a video file is read backward."""
 _BIG = 1 << 62
 
