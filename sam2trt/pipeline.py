@@ -471,7 +471,8 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
             if plan.direction != "backward":
                 fwd = track_frames(stepper, feed("F", keep_rgb=True, stop_at_change=False), job.prompts,
                                    num_frames=info.num_frames, banks=banks, conditioning=cond)
-            live = False
+            # with both, the forward frames tracked before the backward pass wait in `head` for their turn
+            live = not (plan.direction == "both" and plan.back_start < plan.start)
             while not cancel.is_set():
                 tag = items.tag()
                 if tag is None:
