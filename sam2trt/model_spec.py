@@ -27,6 +27,54 @@ MODEL_FILES = {name: f"{name}.onnx" for name in MODULES}
 
 
 @dataclass(frozen=True)
+class ModuleIO:
+    """One module's ONNX input and output names, in graph order.
+
+    Attributes:
+        inputs: every input the module can have (shapes and dtypes in
+            :mod:`sam2trt.export.modules`).
+        outputs: its outputs.
+        conditional: inputs that exist only when a ``model.json`` switch is
+            true, ``{input: switch}``; the exporter leaves them out of the graph
+            otherwise (the model has nothing that reads them).
+    """
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    conditional: dict = field(default_factory=dict)
+
+    def input_names(self, switches) -> tuple[str, ...]:
+        """The inputs present for a model with these ``model.json`` switches.
+
+        Args:
+            switches: a mapping with the switches named in ``conditional`` (the
+                parsed ``model.json``). A missing switch counts as true: folders
+                exported before it was recorded are SAM 2.1, where every
+                conditional input exists.
+        """
+        return tuple(n for n in self.inputs if n not in self.conditional or switches.get(self.conditional[n], True))
+
+
+#: Every module's inputs and outputs. SAM 2.0 and 2.1 differ in two inputs:
+#: ``memory_encoder.object_score_logits`` feeds ``no_obj_embed_spatial`` (2.1
+#: only) and ``memory_attention.obj_ptr_tpos`` feeds the object pointers'
+#: temporal encoding (``add_tpos_enc_to_obj_ptrs``, 2.1 only).
+MODULE_IO = {
+    "image_encoder": ModuleIO(("image",), ("high_res_feat0", "high_res_feat1", "vision_feat")),
+    "memory_attention": ModuleIO(
+        ("vision_feat", "maskmem_features", "memory_tpos_enc", "obj_ptrs", "obj_ptr_tpos"), ("pix_feat_with_mem",),
+        {"obj_ptr_tpos": "add_tpos_enc_to_obj_ptrs"}),
+    "mask_decoder": ModuleIO(
+        ("pix_feat", "high_res_feat0", "high_res_feat1", "point_coords", "point_labels", "mask_input",
+         "has_mask_input"),
+        ("low_res_masks", "iou_predictions", "obj_ptrs", "object_score_logits")),
+    "memory_encoder": ModuleIO(
+        ("vision_feat", "mask_logits", "object_score_logits", "binarize_mask"), ("maskmem_features",),
+        {"object_score_logits": "no_obj_embed_spatial"}),
+}
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A loaded ``model.json`` plus its folder.
 
@@ -56,6 +104,10 @@ class ModelSpec:
         if raw is not None and name in raw:
             return raw[name]
         raise AttributeError(name)
+
+    def input_names(self, module: str) -> tuple[str, ...]:
+        """The ONNX inputs of ``module`` for this model (:data:`MODULE_IO` and its switches)."""
+        return MODULE_IO[module].input_names(self.raw)
 
     def path(self, module: str) -> pathlib.Path:
         """Path of a module's ONNX file (``module`` in :data:`MODULES`)."""

@@ -16,7 +16,12 @@ import pytest
 
 DATA = pathlib.Path(__file__).parent / "data"
 CONFIG = "sam2.1_hiera_t"
+CONFIG_20 = "sam2_hiera_t"  # SAM 2.0: no no_obj_embed_spatial, no object-pointer temporal encoding
 SEED = 0
+# sam2_hiera_t with seed 0 scores both test objects absent on every frame (object
+# score logits about -0.1), so every mask is empty and parity would prove nothing;
+# seed 3 gives present objects (logits about +0.1) with masks neither empty nor full.
+SEED_20 = 3
 HYPERNET_SCALE = 40.0
 
 
@@ -35,28 +40,39 @@ def vtest_frames() -> pathlib.Path:
     return DATA / "vtest16"
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> pathlib.Path:
-    """An official-format checkpoint ({'model': state_dict}) of sam2.1_hiera_t with seeded random weights."""
+def random_checkpoint(tmp_path_factory, config: str, seed: int) -> pathlib.Path:
+    """Write an official-format checkpoint ({'model': state_dict}) of ``config`` with
+    random weights from ``seed`` (hypernetwork output x HYPERNET_SCALE); returns its path."""
     torch = pytest.importorskip("torch")
     from sam2trt.export.exporter import build_model
 
-    model = build_model(CONFIG, seed=SEED)
+    model = build_model(config, seed=seed)
     with torch.no_grad():
         for mlp in model.sam_mask_decoder.output_hypernetworks_mlps:
             mlp.layers[-1].weight.mul_(HYPERNET_SCALE)
             mlp.layers[-1].bias.mul_(HYPERNET_SCALE)
-    path = tmp_path_factory.mktemp("ckpt") / "sam2.1_hiera_t_random.pt"
+    path = tmp_path_factory.mktemp("ckpt") / f"{config}_random.pt"
     torch.save({"model": model.state_dict()}, path)
     return path
+
+
+def export_checkpoint(tmp_path_factory, config: str, checkpoint: pathlib.Path):
+    """``(model_dir, export_stderr)``: ``checkpoint`` exported with the real ``sam2trt export``."""
+    out = tmp_path_factory.mktemp("model") / config
+    proc = run_cli("export", "--config", config, "--checkpoint", checkpoint, "--out", out, check=True)
+    return out, proc.stderr
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> pathlib.Path:
+    """An official-format checkpoint ({'model': state_dict}) of sam2.1_hiera_t with seeded random weights."""
+    return random_checkpoint(tmp_path_factory, CONFIG, SEED)
 
 
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory, tiny_checkpoint):
     """``(model_dir, export_stderr)``: the checkpoint exported once with ``sam2trt export``."""
-    out = tmp_path_factory.mktemp("model") / CONFIG
-    proc = run_cli("export", "--config", CONFIG, "--checkpoint", tiny_checkpoint, "--out", out, check=True)
-    return out, proc.stderr
+    return export_checkpoint(tmp_path_factory, CONFIG, tiny_checkpoint)
 
 
 @pytest.fixture(scope="session")
@@ -106,3 +122,29 @@ def tiny_runners(tiny_model_dir):
     spec = load_model_spec(tiny_model_dir)
     with open_runners(spec, "onnxruntime") as runners:
         yield spec, runners
+
+
+@pytest.fixture(scope="session")
+def sam20_checkpoint(tmp_path_factory) -> pathlib.Path:
+    """Like ``tiny_checkpoint``, for SAM 2.0 tiny (``sam2_hiera_t``), seed ``SEED_20``, same scaling."""
+    return random_checkpoint(tmp_path_factory, CONFIG_20, SEED_20)
+
+
+@pytest.fixture(scope="session")
+def sam20_export(tmp_path_factory, sam20_checkpoint):
+    """``(model_dir, export_stderr)``: ``sam20_checkpoint`` exported once with ``sam2trt export``."""
+    return export_checkpoint(tmp_path_factory, CONFIG_20, sam20_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def sam20_model_dir(sam20_export) -> pathlib.Path:
+    """The exported SAM 2.0 tiny model folder."""
+    return sam20_export[0]
+
+
+@pytest.fixture(scope="session")
+def sam20_predictor(sam20_checkpoint):
+    """The official ``SAM2VideoPredictor`` (post-processing on) for ``sam2_hiera_t`` with the same weights."""
+    from sam2trt.export.exporter import build_model
+
+    return build_model(CONFIG_20, checkpoint=sam20_checkpoint)

@@ -21,7 +21,7 @@ import numpy as np
 
 from sam2trt import __version__
 from sam2trt.errors import InputError, ModelError, RuntimeFailure
-from sam2trt.model_spec import MODEL_FILES, MODEL_JSON, FORMAT_VERSION
+from sam2trt.model_spec import MODEL_FILES, MODEL_JSON, MODULE_IO, FORMAT_VERSION
 
 # Official config names -> hydra config paths inside the ``sam2`` package.
 CONFIGS = {
@@ -112,6 +112,7 @@ def _check_supported(model) -> None:
         "use_high_res_features_in_sam": True,
         "directly_add_no_mem_embed": True,
         "use_obj_ptrs_in_encoder": True,
+        "non_overlap_masks_for_mem_enc": False,  # not mirrored by the tracker core
     }
     for attr, want in needed.items():
         if getattr(model, attr) != want:
@@ -144,9 +145,14 @@ def model_description(model, config: str) -> dict:
         "max_cond_frames_in_attn": model.max_cond_frames_in_attn,
         "memory_temporal_stride_for_eval": model.memory_temporal_stride_for_eval,
         "add_tpos_enc_to_obj_ptrs": model.add_tpos_enc_to_obj_ptrs,
+        "proj_tpos_enc_in_obj_ptrs": model.proj_tpos_enc_in_obj_ptrs,
         "use_signed_tpos_enc_to_obj_ptrs": model.use_signed_tpos_enc_to_obj_ptrs,
         "only_obj_ptrs_in_the_past_for_eval": model.only_obj_ptrs_in_the_past_for_eval,
         "pred_obj_scores": model.pred_obj_scores,
+        "pred_obj_scores_mlp": model.pred_obj_scores_mlp,
+        "no_obj_embed_spatial": model.no_obj_embed_spatial is not None,
+        "use_mlp_for_obj_ptr_proj": model.use_mlp_for_obj_ptr_proj,
+        "iou_prediction_use_sigmoid": model.iou_prediction_use_sigmoid,
         "soft_no_obj_ptr": model.soft_no_obj_ptr,
         "fixed_no_obj_ptr": model.fixed_no_obj_ptr,
         "multimask_output_in_sam": model.multimask_output_in_sam,
@@ -180,8 +186,13 @@ def model_description(model, config: str) -> dict:
 class _ModuleSpec:
     name: str
     make: Callable
-    example: Callable  # (B, T, P, N) -> tuple of tensors
+    example: Callable  # (B, T, P, N) -> {input name: tensor}, every input the module can have
     dynamic_axes: dict
+
+    def args(self, module, shape) -> tuple:
+        """Example inputs for ``module`` (its ``input_names``, in order) at ``shape`` = (B, T, P, N)."""
+        ex = self.example(*shape)
+        return tuple(ex[n] for n in module.input_names)
 
 
 def _module_specs(model) -> list[_ModuleSpec]:
@@ -199,21 +210,23 @@ def _module_specs(model) -> list[_ModuleSpec]:
         return torch.randn(B, C, hw, hw)
 
     def image(B, T, P, N):
-        return (torch.randn(1, 3, S, S),)
+        return {"image": torch.randn(1, 3, S, S)}
 
     def mem_attn(B, T, P, N):
-        return (vision(), torch.randn(B, T, Cm, hw, hw), 0.02 * torch.randn(T, Cm),
-                torch.randn(B, P, C), torch.linspace(-1.0, 1.0, P))
+        return {"vision_feat": vision(), "maskmem_features": torch.randn(B, T, Cm, hw, hw),
+                "memory_tpos_enc": 0.02 * torch.randn(T, Cm), "obj_ptrs": torch.randn(B, P, C),
+                "obj_ptr_tpos": torch.linspace(-1.0, 1.0, P)}
 
     def mask_dec(B, T, P, N):
-        labels = torch.randint(-1, 4, (B, N), dtype=torch.int32)
-        return (vision(B), torch.randn(1, c0, 4 * hw, 4 * hw), torch.randn(1, c1, 2 * hw, 2 * hw),
-                torch.rand(B, N, 2) * S, labels, torch.randn(B, 1, 4 * hw, 4 * hw),
-                (torch.arange(B) % 2).float())
+        return {"pix_feat": vision(B), "high_res_feat0": torch.randn(1, c0, 4 * hw, 4 * hw),
+                "high_res_feat1": torch.randn(1, c1, 2 * hw, 2 * hw), "point_coords": torch.rand(B, N, 2) * S,
+                "point_labels": torch.randint(-1, 4, (B, N), dtype=torch.int32),
+                "mask_input": torch.randn(B, 1, 4 * hw, 4 * hw), "has_mask_input": (torch.arange(B) % 2).float()}
 
     def mem_enc(B, T, P, N):
-        return (vision(), 4 * torch.randn(B, 1, 4 * hw, 4 * hw), torch.randn(B, 1),
-                (torch.arange(B) % 2).float())
+        # scores of both signs: the no_obj_embed_spatial term is checked for absent objects too
+        return {"vision_feat": vision(), "mask_logits": 4 * torch.randn(B, 1, 4 * hw, 4 * hw),
+                "binarize_mask": (torch.arange(B) % 2).float(), "object_score_logits": torch.randn(B, 1)}
 
     obj = "num_objects"
     return [
@@ -253,7 +266,7 @@ def _verify(module, onnx_path: pathlib.Path, spec: _ModuleSpec, log: Callable[[s
     report = {}
     for shape in shapes:
         torch.manual_seed(1234)
-        args = spec.example(*shape)
+        args = spec.args(module, shape)
         with torch.no_grad():
             ref = module(*args)
         ref = ref if isinstance(ref, (tuple, list)) else (ref,)
@@ -273,6 +286,37 @@ def _verify(module, onnx_path: pathlib.Path, spec: _ModuleSpec, log: Callable[[s
                     "the export is wrong for this model, please report it"
                 )
     return report
+
+
+def onnx_io_names(path: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """``(input names, output names)`` of an ONNX file's graph, in graph order.
+
+    Raises:
+        RuntimeFailure: the file cannot be parsed.
+    """
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as e:  # onnx raises protobuf errors of several types
+        raise RuntimeFailure(f"cannot read {path} back ({type(e).__name__}): export again") from None
+    weights = {init.name for init in graph.initializer}  # old IR versions list weights as inputs too
+    return [i.name for i in graph.input if i.name not in weights], [o.name for o in graph.output]
+
+
+def _check_graph_io(module, path: pathlib.Path, name: str, desc: dict) -> list[str]:
+    """Check that the exported graph has exactly the inputs and outputs that
+    :data:`MODULE_IO` gives for this model's ``model.json`` switches (what the
+    tracker will feed); returns the inputs."""
+    io = MODULE_IO[name]
+    want_in, want_out = list(io.input_names(desc)), list(io.outputs)
+    inputs, outputs = onnx_io_names(path)
+    if inputs != want_in or outputs != want_out or list(module.input_names) != want_in:
+        raise RuntimeFailure(
+            f"{name}: the exported graph has inputs {inputs} and outputs {outputs}, "
+            f"MODULE_IO says {want_in} and {want_out} for this model; "
+            "the export is wrong for this model, please report it")
+    return inputs
 
 
 def export_model(model, config: str, out_dir: str | os.PathLike, *, source: dict,
@@ -312,17 +356,20 @@ def export_model(model, config: str, out_dir: str | os.PathLike, *, source: dict
         for spec in _module_specs(model):
             module = spec.make(model).eval()
             path = tmp / MODEL_FILES[spec.name]
+            names = set(module.input_names) | set(module.output_names)
+            dynamic_axes = {k: v for k, v in spec.dynamic_axes.items() if k in names}
             t0 = time.perf_counter()
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
-                    module, spec.example(*_TRACE_SHAPE), str(path),
+                    module, spec.args(module, _TRACE_SHAPE), str(path),
                     input_names=module.input_names, output_names=module.output_names,
-                    dynamic_axes=spec.dynamic_axes or None, opset_version=OPSET,
+                    dynamic_axes=dynamic_axes or None, opset_version=OPSET,
                     do_constant_folding=True, dynamo=False,
                 )
             log(f"exported {path.name} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
-            entry = {"sha256": sha256_file(path), "inputs": module.input_names, "outputs": module.output_names}
+            inputs = _check_graph_io(module, path, spec.name, desc)
+            entry = {"sha256": sha256_file(path), "inputs": inputs, "outputs": module.output_names}
             if verify:
                 entry["verify_max_abs_diff"] = _verify(module, path, spec, log)
             desc["files"][spec.name] = entry

@@ -10,6 +10,13 @@ Shapes below use ``S`` = image size (1024), ``H = W = S / 16`` (64),
 ``C`` = hidden dim (256), ``Cm`` = memory dim (64), ``B`` = objects,
 ``T`` = memory frames, ``P`` = object pointers, ``N`` = prompt points.
 
+Each wrapper's ``input_names`` / ``output_names`` come from
+:data:`sam2trt.model_spec.MODULE_IO` and the model's switches (see
+:func:`model_switches`); ``forward(*inputs)`` takes exactly those inputs, in
+that order, and passes them by name to ``compute``. An input the model does not
+read (SAM 2.0 has no ``no_obj_embed_spatial`` and no object-pointer temporal
+encoding) is therefore not an argument at all, and not in the graph.
+
 The one real rewrite is rotary position encoding (RoPE): the official
 ``apply_rotary_enc`` uses complex tensors, which ONNX cannot express, so
 :func:`apply_rope` does the same rotation on (even, odd) channel pairs in real
@@ -26,11 +33,48 @@ from torch import nn
 
 from sam2.modeling.sam2_utils import get_1d_sine_pe
 
+from sam2trt.model_spec import MODULE_IO
+
 
 # Queries are attended in blocks of this many rows: softmax is per row, so the
 # result is unchanged, and the materialised attention matrix shrinks from
 # 4096 x Lk to QUERY_CHUNK x Lk floats (memory attention: Lk up to ~28.7k).
 QUERY_CHUNK = 1024
+
+
+def model_switches(model: nn.Module) -> dict:
+    """The ``model.json`` switches of ``model`` that decide which module inputs exist.
+
+    Mirrors the constructor arguments of ``SAM2Base`` (``no_obj_embed_spatial``,
+    ``add_tpos_enc_to_obj_ptrs``); keys are those of :data:`MODULE_IO`'s
+    ``conditional`` tables.
+    """
+    return {
+        "no_obj_embed_spatial": model.no_obj_embed_spatial is not None,
+        "add_tpos_enc_to_obj_ptrs": bool(model.add_tpos_enc_to_obj_ptrs),
+    }
+
+
+class _Module(nn.Module):
+    """Base of the four wrappers: input and output names from :data:`MODULE_IO`, per model.
+
+    ``forward(*inputs)`` takes the tensors of ``input_names`` in order (what the
+    ONNX exporter and the verifier pass) and calls ``compute`` with them by name.
+    """
+
+    name = ""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        io = MODULE_IO[self.name]
+        self.input_names = list(io.input_names(model_switches(model)))
+        self.output_names = list(io.outputs)
+
+    def forward(self, *inputs: torch.Tensor):
+        if len(inputs) != len(self.input_names):
+            raise TypeError(f"{self.name} takes {len(self.input_names)} inputs {self.input_names}, got {len(inputs)}")
+        return self.compute(**dict(zip(self.input_names, inputs)))
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -101,7 +145,7 @@ def _mix(attn: nn.Module, weights: torch.Tensor, v: torch.Tensor) -> torch.Tenso
     return torch.matmul(weights, attn._separate_heads(attn.v_proj(v), attn.num_heads))
 
 
-class ImageEncoder(nn.Module):
+class ImageEncoder(_Module):
     """Image encoder: normalised frame -> multi-scale features.
 
     Mirrors ``SAM2Base.forward_image`` (Hiera trunk + FPN neck, then the mask
@@ -114,20 +158,15 @@ class ImageEncoder(nn.Module):
     ``[1, C/4, 2H, 2W]``, ``vision_feat`` ``[1, C, H, W]``, all float32.
     """
 
-    input_names = ["image"]
-    output_names = ["high_res_feat0", "high_res_feat1", "vision_feat"]
+    name = "image_encoder"
 
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor):
+    def compute(self, image: torch.Tensor):
         out = self.model.forward_image(image)
         feats = out["backbone_fpn"][-self.model.num_feature_levels:]
         return feats[0], feats[1], feats[2]
 
 
-class MemoryAttention(nn.Module):
+class MemoryAttention(_Module):
     """Memory attention: condition the current frame's features on the memory bank.
 
     Mirrors the tensor work of ``SAM2Base._prepare_memory_conditioned_features``
@@ -145,15 +184,15 @@ class MemoryAttention(nn.Module):
         obj_ptrs: ``[B, P, C]`` float32, selected object pointers.
         obj_ptr_tpos: ``[P]`` float32, each pointer's temporal offset divided by
             ``t_diff_max`` (as in the official code, before the sine encoding).
+            Only when ``add_tpos_enc_to_obj_ptrs`` (SAM 2.1); SAM 2.0 pointers
+            get a zero position encoding and the input does not exist.
     Output: ``pix_feat_with_mem`` ``[B, C, H, W]`` float32.
     """
 
-    input_names = ["vision_feat", "maskmem_features", "memory_tpos_enc", "obj_ptrs", "obj_ptr_tpos"]
-    output_names = ["pix_feat_with_mem"]
+    name = "memory_attention"
 
     def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         self.attn = model.memory_attention
         hw = model.sam_image_embedding_size
         self.hw = hw
@@ -178,15 +217,21 @@ class MemoryAttention(nn.Module):
         self.register_buffer(f"{name}_cos", cis.real.float().contiguous())
         self.register_buffer(f"{name}_sin", cis.imag.float().contiguous())
 
-    def _obj_ptr_pos(self, obj_ptr_tpos: torch.Tensor) -> torch.Tensor:
+    def _obj_ptr_pos(self, obj_ptrs: torch.Tensor, obj_ptr_tpos: torch.Tensor | None) -> torch.Tensor:
+        """``[P, Cm]`` position encoding of the object pointers (the official ``obj_pos``).
+
+        SAM 2.1 (``add_tpos_enc_to_obj_ptrs``): 1-D sine encoding of the
+        normalised offsets, ``C`` wide and projected by ``obj_ptr_tpos_proj``
+        when ``proj_tpos_enc_in_obj_ptrs``, else ``Cm`` wide. SAM 2.0: zeros.
+        """
         m = self.model
         if m.add_tpos_enc_to_obj_ptrs:
             tpos_dim = self.hidden_dim if m.proj_tpos_enc_in_obj_ptrs else self.mem_dim
             pe = get_1d_sine_pe(obj_ptr_tpos, dim=tpos_dim)
             return m.obj_ptr_tpos_proj(pe)  # [P, Cm]
-        return obj_ptr_tpos[:, None] * torch.zeros(1, self.mem_dim)
+        return torch.zeros_like(obj_ptrs[0, :, :self.mem_dim])
 
-    def forward(self, vision_feat, maskmem_features, memory_tpos_enc, obj_ptrs, obj_ptr_tpos):
+    def compute(self, vision_feat, maskmem_features, memory_tpos_enc, obj_ptrs, obj_ptr_tpos=None):
         B, T = maskmem_features.shape[0], maskmem_features.shape[1]
         C, Cm, hw = self.hidden_dim, self.mem_dim, self.hw
         split = C // Cm
@@ -197,7 +242,7 @@ class MemoryAttention(nn.Module):
         spatial = maskmem_features.permute(0, 1, 3, 4, 2).reshape(B, T * hw * hw, Cm)
         spatial_pos = (self.maskmem_pos_enc[None] + memory_tpos_enc[:, None, :]).reshape(1, T * hw * hw, Cm)
         ptr_tokens = obj_ptrs.reshape(B, -1, Cm)  # pointer p -> tokens p*split .. p*split+split-1
-        ptr_pos = torch.repeat_interleave(self._obj_ptr_pos(obj_ptr_tpos), split, dim=0)[None]
+        ptr_pos = torch.repeat_interleave(self._obj_ptr_pos(obj_ptrs, obj_ptr_tpos), split, dim=0)[None]
         memory = torch.cat([spatial, ptr_tokens], dim=1)
         memory_pos = torch.cat([spatial_pos, ptr_pos], dim=1).expand(B, -1, -1)
         num_k_rope = spatial.shape[1]
@@ -221,7 +266,7 @@ class MemoryAttention(nn.Module):
         return out.transpose(1, 2).reshape(B, C, hw, hw)
 
 
-class MaskDecoder(nn.Module):
+class MaskDecoder(_Module):
     """Prompt encoder + mask decoder, all four mask tokens at once.
 
     Mirrors ``SAM2Base._forward_sam_heads`` up to (not including) the multimask
@@ -244,13 +289,10 @@ class MaskDecoder(nn.Module):
         object_score_logits: ``[B, 1]`` float32.
     """
 
-    input_names = ["pix_feat", "high_res_feat0", "high_res_feat1", "point_coords", "point_labels",
-                   "mask_input", "has_mask_input"]
-    output_names = ["low_res_masks", "iou_predictions", "obj_ptrs", "object_score_logits"]
+    name = "mask_decoder"
 
     def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
+        super().__init__(model)
         pe = model.sam_prompt_encoder
         with torch.no_grad():
             self.register_buffer("image_pe", pe.get_dense_pe().clone())
@@ -268,7 +310,7 @@ class MaskDecoder(nn.Module):
             emb = torch.where(lab == i, emb + pe.point_embeddings[i].weight, emb)
         return emb
 
-    def forward(self, pix_feat, high_res_feat0, high_res_feat1, point_coords, point_labels,
+    def compute(self, pix_feat, high_res_feat0, high_res_feat1, point_coords, point_labels,
                 mask_input, has_mask_input):
         m = self.model
         pe = m.sam_prompt_encoder
@@ -287,7 +329,7 @@ class MaskDecoder(nn.Module):
         return masks, iou, m.obj_ptr_proj(tokens), obj_score
 
 
-class MemoryEncoder(nn.Module):
+class MemoryEncoder(_Module):
     """Memory encoder: (frame features, predicted mask) -> spatial memory.
 
     Mirrors ``SAM2Base._encode_new_memory`` including the upsampling of the
@@ -299,20 +341,16 @@ class MemoryEncoder(nn.Module):
     Inputs:
         vision_feat: ``[1, C, H, W]`` float32 (raw image encoder features).
         mask_logits: ``[B, 1, 4H, 4W]`` float32 chosen low-res mask logits.
-        object_score_logits: ``[B, 1]`` float32.
+        object_score_logits: ``[B, 1]`` float32; only when the model has
+            ``no_obj_embed_spatial`` (SAM 2.1), else the input does not exist.
         binarize_mask: ``[B]`` float32: 1.0 -> mask = (logits > 0) (prompted frames
             when the model binarises masks from points), 0.0 -> sigmoid(logits).
     Output: ``maskmem_features`` ``[B, Cm, H, W]`` float32.
     """
 
-    input_names = ["vision_feat", "mask_logits", "object_score_logits", "binarize_mask"]
-    output_names = ["maskmem_features"]
+    name = "memory_encoder"
 
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, vision_feat, mask_logits, object_score_logits, binarize_mask):
+    def compute(self, vision_feat, mask_logits, binarize_mask, object_score_logits=None):
         m = self.model
         B = mask_logits.shape[0]
         hr = F.interpolate(mask_logits, size=(m.image_size, m.image_size), mode="bilinear", align_corners=False)

@@ -21,6 +21,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from sam2trt.model_spec import MODULES
 from sam2trt.tracker.memory_bank import (
     FrameMemory, MemorySelection, ObjectMemory, prune, round_to_bfloat16, select_memory,
 )
@@ -92,6 +93,8 @@ class FrameStepper:
         self.runners = runners
         self.fill_hole_area = spec.fill_hole_area if fill_hole_area is None else fill_hole_area
         s = spec.low_res_size
+        # Each module is fed exactly its graph's inputs (SAM 2.0 graphs lack two, see MODULE_IO).
+        self._inputs = {m: spec.input_names(m) for m in MODULES}
         self._no_points = (np.zeros((1, 1, 2), np.float32), -np.ones((1, 1), np.int32))
         self._no_mask = np.zeros((1, 1, s, s), np.float32)
 
@@ -103,6 +106,15 @@ class FrameStepper:
             block.setflags(write=False)
             cache[B] = block
         return cache[B]
+
+    def _run(self, module: str, feed: dict, keep: Sequence[str] = ()) -> dict:
+        """Run ``module`` on the inputs of ``feed`` its graph has (``spec.input_names``).
+
+        The core builds every input a module can take; a model whose graph lacks
+        one (SAM 2.0: ``object_score_logits`` of the memory encoder,
+        ``obj_ptr_tpos`` of memory attention) does not get it.
+        """
+        return getattr(self.runners, module).infer({n: feed[n] for n in self._inputs[module]}, keep=keep)
 
     # -- image encoder -------------------------------------------------------
     def encode_image(self, rgb: np.ndarray | None, image: np.ndarray | None = None) -> ImageFeatures:
@@ -123,7 +135,7 @@ class FrameStepper:
                 image = pre.infer({"frame": np.ascontiguousarray(rgb)}, keep=("image",))["image"]
             else:
                 image = preprocess_frame(rgb, spec.image_size, spec.image_mean, spec.image_std)
-        out = self.runners.image_encoder.infer({"image": image}, keep=ImageFeatures.names)
+        out = self._run("image_encoder", {"image": image}, keep=ImageFeatures.names)
         return ImageFeatures(out["high_res_feat0"], out["high_res_feat1"], out["vision_feat"])
 
     # -- mask decoder + choice ---------------------------------------------
@@ -153,7 +165,7 @@ class FrameStepper:
         """
         spec = self.spec
         B = len(pix_feat)
-        out = self.runners.mask_decoder.infer({
+        out = self._run("mask_decoder", {
             "pix_feat": pix_feat,
             "high_res_feat0": feats.high_res_feat0,
             "high_res_feat1": feats.high_res_feat1,
@@ -199,7 +211,7 @@ class FrameStepper:
         fp16 engines' own rounding is of the same order.
         """
         B = mask_logits.shape[0]
-        out = self.runners.memory_encoder.infer({
+        out = self._run("memory_encoder", {
             "vision_feat": feats.vision_feat,
             "mask_logits": mask_logits[:, None],
             "object_score_logits": scores.reshape(B, 1),
@@ -337,7 +349,7 @@ class FrameStepper:
         come from the host, where the mask choice made them.
         """
         sel0 = sels[0]
-        out = self.runners.memory_attention.infer({
+        out = self._run("memory_attention", {
             "vision_feat": feats.vision_feat,
             "maskmem_features": [list(s.features) for s in sels],
             "memory_tpos_enc": np.ascontiguousarray(self.spec.maskmem_tpos_enc[sel0.tpos_index]),
