@@ -42,7 +42,8 @@ def export(
     """Export a SAM 2 model to four ONNX modules and model.json."""
     if (checkpoint is None) == (not random_weights):
         raise UsageError("give exactly one of --checkpoint PATH or --random-weights")
-    from sam2trt.export.exporter import CONFIGS, build_model, export_model, sha256_file
+    from sam2trt.export.exporter import CONFIGS, build_model, export_model
+    from sam2trt.fileio import sha256_file
 
     if config not in CONFIGS:
         raise UsageError(f"unknown config {config!r}: use one of {', '.join(CONFIGS)}")

@@ -73,8 +73,9 @@ class TrackJob:
         fill_hole_area: override of the model's hole filling (low-res pixels; 0 = off).
         crf, preset: libx264 settings of ``out`` (constant rate factor 0-51; x264 preset name).
         input_files: other inputs the outputs must not overwrite (mask PNGs, the manifest).
-        direction: ``both`` (default: forward from the earliest prompt frame, then
-            backward from it, as the official demo), ``forward`` or ``backward``.
+        direction: ``forward`` (the library default: from the earliest prompt frame on),
+            ``backward``, or ``both`` (forward, then backward from the earliest prompt
+            frame, as the official demo; the command line's default).
     """
 
     video: str
@@ -88,7 +89,7 @@ class TrackJob:
     crf: int = DEFAULT_CRF
     preset: str = DEFAULT_PRESET
     input_files: tuple[str, ...] = ()
-    direction: str = "both"
+    direction: str = "forward"
 
     OUTPUTS = ("out", "masks_dir", "json", "coco")
 

@@ -6,7 +6,6 @@ Needs the ``export`` extra (torch, hydra-core, iopath, onnx) and the official
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -20,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from sam2trt import __version__
+from sam2trt.fileio import sha256_file
 from sam2trt.errors import InputError, ModelError, RuntimeFailure
 from sam2trt.model_spec import MODEL_FILES, MODEL_JSON, MODULE_IO, FORMAT_VERSION
 
@@ -39,15 +39,6 @@ OPSET = 17
 # Max abs difference allowed between ONNX Runtime and PyTorch, relative to the
 # output's magnitude: |ort - torch|.max() <= VERIFY_RTOL * max(1, |torch|.max()).
 VERIFY_RTOL = 1e-3
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes (read in 1 MiB chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _import_torch():
