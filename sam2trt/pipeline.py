@@ -354,7 +354,7 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
                                             name="sam2trt-reader", daemon=True),
                            threading.Thread(target=infer, name="sam2trt-infer", daemon=True),
                            threading.Thread(target=post, name="sam2trt-post", daemon=True)]
-                for t in threads:
+                for t in reversed(threads):  # consumers first: a started producer always has its consumer
                     t.start()
                 shown = -1
                 while threads[1].is_alive():
@@ -373,12 +373,16 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
                     cancel.set()
                     if interrupted or guard.pending:
                         _cancel_runners(runners)
-                    if threads:
-                        threads[1].join(CANCEL_GRACE_S)
+                    started = [t.ident is not None for t in threads]  # a signal may come between starts
+                    if any(started):
+                        if started[1]:
+                            threads[1].join(CANCEL_GRACE_S)
                         post_ch.close()
-                        threads[2].join()
+                        if started[2]:
+                            threads[2].join()
                         frames_ch.drain()
-                        threads[0].join(5)
+                        if started[0]:
+                            threads[0].join(5)
                     if sinks_run is not None:
                         sinks_run.finish()
                     if guard.pending:
