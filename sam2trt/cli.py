@@ -128,12 +128,20 @@ def track(
     crf: int = typer.Option(DEFAULT_CRF, help="--out quality: libx264 constant rate factor, 0 (lossless) .. 51"),
     preset: str = typer.Option(DEFAULT_PRESET, help="--out speed: libx264 preset, ultrafast .. veryslow"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="run the jobs on a Ray cluster: auto "
+                                      "(running cluster, RAY_ADDRESS), local (a private instance here) or HOST:PORT; "
+                                      "needs pip install sam2trt with the ray extra (README: Batch jobs)"),
+    ray_cpus_per_worker: Optional[int] = typer.Option(None, "--ray-cpus-per-worker", help="with --ray, on nodes "
+                                                      "without GPUs: cores per worker (default: all, one per node)"),
+    retries: Optional[int] = typer.Option(None, "--retries", help="with --ray: runs again of a job whose worker was "
+                                          "lost (killed, node lost, out of memory); default 2"),
 ):
     """Track objects through one or more videos and write overlay videos, PNG masks, JSON lines and COCO RLE.
 
     The model is loaded once for all videos. A failing video does not stop a
     batch: it is reported and the exit code is that of the first failing video
     (0 when all succeed or are skipped); an interrupt stops the batch with 130.
+    With --ray they run on the workers of a Ray cluster (one per GPU, or per --ray-cpus-per-worker cores).
     """
     from sam2trt.batch import plan_jobs, run_batch
     from sam2trt.errors import Sam2TrtError as _Err
@@ -151,6 +159,13 @@ def track(
         raise UsageError(f"--fill-hole-area {fill_hole_area} must be >= 0")
     if manifest is None and not (box or point or mask):
         raise UsageError("no objects: give at least one --box x,y,w,h, --point x,y or --mask PNG")
+    if ray is None and (ray_cpus_per_worker is not None or retries is not None):
+        raise UsageError(f"{'--retries' if retries is not None else '--ray-cpus-per-worker'} applies to Ray runs "
+                         "only: add --ray auto|local|HOST:PORT, or drop it")
+    if retries is not None and retries < 0:
+        raise UsageError(f"--retries {retries} must be >= 0")
+    if ray_cpus_per_worker is not None and ray_cpus_per_worker < 1:
+        raise UsageError(f"--ray-cpus-per-worker {ray_cpus_per_worker} must be at least 1")
     specs = plan_jobs(videos or [], manifest, boxes=box, points=point, masks=mask, prompt_frame=prompt_frame,
                       max_frames=max_frames, patterns={"out": out, "masks_dir": masks_dir, "json": json_path, "coco": coco})
     spec = load_model_spec(model)
@@ -189,8 +204,17 @@ def track(
         elif summary.status == "error" and batch:
             _err(f"error: {summary.error}" if summary.video in (summary.error or "") else f"error: {summary.video}: {summary.error}")
 
-    summaries = run_batch(specs, spec, opened, fill_hole_area=fill_hole_area, skip_existing=skip_existing,
-                          on_done=on_done, on_start=on_start, job_options={"crf": crf, "preset": preset})
+    if ray is not None:  # the same jobs on a Ray cluster's workers (sam2trt/cluster.py)
+        from sam2trt.cluster import DEFAULT_RETRIES, run_on_ray
+
+        summaries = run_on_ray(specs, model, address=ray, backend=backend, threads=threads,
+                               cpus_per_worker=ray_cpus_per_worker,
+                               retries=DEFAULT_RETRIES if retries is None else retries, fill_hole_area=fill_hole_area,
+                               skip_existing=skip_existing, job_options={"crf": crf, "preset": preset},
+                               on_done=on_done, quiet=quiet)
+    else:
+        summaries = run_batch(specs, spec, opened, fill_hole_area=fill_hole_area, skip_existing=skip_existing,
+                              on_done=on_done, on_start=on_start, job_options={"crf": crf, "preset": preset})
     failed = [s for s in summaries if s.exit_code]
     if failed:
         err = _Err(f"{len(failed)} of {len(summaries)} videos failed, first {failed[0].video}: see the lines above"
