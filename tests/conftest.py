@@ -148,3 +148,22 @@ def sam20_predictor(sam20_checkpoint):
     from sam2trt.export.exporter import build_model
 
     return build_model(CONFIG_20, checkpoint=sam20_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def clip16(tmp_path_factory, vtest_frames) -> bytes:
+    """The 16 test frames as an H.264 mp4 with the index up front (faststart), as bytes."""
+    import av
+
+    from sam2trt.video import open_frames
+
+    path = tmp_path_factory.mktemp("clip16") / "c.mp4"
+    c = av.open(str(path), "w", options={"movflags": "faststart"})
+    s = c.add_stream("libx264", rate=10)
+    s.width, s.height, s.pix_fmt = 768, 576, "yuv420p"
+    with open_frames(vtest_frames) as src:
+        for _, rgb in src:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+    c.mux(s.encode(None))
+    c.close()
+    return path.read_bytes()

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 
-import av
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -38,21 +37,6 @@ BOX = (250.0, 215.0, 286.0, 312.0)  # corners of 250,215,36,97
 def model(tiny_runners):
     """``(spec, runners)``: the tiny model opened once for the in-process runs."""
     return tiny_runners
-
-
-@pytest.fixture(scope="module")
-def clip16(tmp_path_factory, vtest_frames) -> bytes:
-    """The 16 test frames as an H.264 mp4 with the index up front (faststart), as bytes."""
-    path = tmp_path_factory.mktemp("clip16") / "c.mp4"
-    c = av.open(str(path), "w", options={"movflags": "faststart"})
-    s = c.add_stream("libx264", rate=10)
-    s.width, s.height, s.pix_fmt = 768, 576, "yuv420p"
-    with open_frames(vtest_frames) as src:
-        for _, rgb in src:
-            c.mux(s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-    c.mux(s.encode(None))
-    c.close()
-    return path.read_bytes()
 
 
 def decodable(path) -> int:
