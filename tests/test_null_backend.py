@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import pathlib
 
@@ -76,20 +75,15 @@ def test_host_only_spec_from_folder_and_in_memory(tmp_path):
 
 
 def test_runner_names_match_the_exported_modules():
-    """Names equal the ``input_names`` / ``output_names`` in sam2trt/export/modules.py (parsed, not imported)."""
-    declared = {}
-    for cls in ast.parse(MODULES_PY.read_text()).body:
-        if isinstance(cls, ast.ClassDef):
-            for stmt in cls.body:
-                if isinstance(stmt, ast.Assign) and stmt.targets[0].id in ("input_names", "output_names"):
-                    declared[cls.name, stmt.targets[0].id] = ast.literal_eval(stmt.value)
-    classes = {"image_encoder": "ImageEncoder", "memory_attention": "MemoryAttention",
-               "mask_decoder": "MaskDecoder", "memory_encoder": "MemoryEncoder"}
-    runners = make_runners(host_only_spec())
+    """Names equal the module table the exporter checks every graph against (``model_spec.MODULE_IO``)."""
+    from sam2trt.model_spec import MODULE_IO
+
+    spec = host_only_spec()
+    runners = make_runners(spec)
     assert set(runners) == set(MODULES)
     for name, runner in runners.items():
-        assert runner.input_names == declared[classes[name], "input_names"]
-        assert runner.output_names == declared[classes[name], "output_names"]
+        assert tuple(runner.input_names) == spec.input_names(name) == MODULE_IO[name].inputs
+        assert tuple(runner.output_names) == MODULE_IO[name].outputs
 
 
 def test_feed_is_checked_like_a_session():

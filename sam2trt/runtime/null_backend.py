@@ -80,6 +80,8 @@ _HIERA_T = {
     "dynamic_multimask_stability_thresh": 0.98, "fill_hole_area": 8, "non_overlap_masks": False,
     "sigmoid_scale_for_mem_enc": 20.0, "sigmoid_bias_for_mem_enc": -10.0,
     "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "opset": 17,
+    "proj_tpos_enc_in_obj_ptrs": True, "pred_obj_scores_mlp": True, "no_obj_embed_spatial": True,
+    "use_mlp_for_obj_ptr_proj": True, "iou_prediction_use_sigmoid": True,
 }
 HOST_ONLY_CONFIGS = ("sam2.1_hiera_t",)
 
