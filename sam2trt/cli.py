@@ -94,7 +94,7 @@ def build_engines(
 # --------------------------------------------------------------------------- doctor
 @app.command()
 def doctor(model: Optional[pathlib.Path] = typer.Option(None, "--model", help="also say which backend `track` would use for it")):
-    """Print what this machine has (GPU, driver, CUDA, TensorRT, ONNX Runtime) and the backend track would use."""
+    """Print what this machine has (GPU, driver, CUDA, TensorRT, ONNX Runtime, OpenVINO) and the backend track would use."""
     from sam2trt.runtime.select import doctor_lines
     from sam2trt.model_spec import load_model_spec
 
@@ -123,8 +123,9 @@ def track(
     json_summary: bool = typer.Option(False, "--json-summary", help="print one JSON line per video on stdout"),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="skip videos whose outputs all exist and are complete"),
     fill_hole_area: Optional[int] = typer.Option(None, help="fill mask holes up to this area (low-res pixels); 0 = off; default 8"),
-    backend: str = typer.Option("auto", help="auto | onnxruntime | tensorrt"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime, 1..cores (default: all cores)"),
+    backend: str = typer.Option("auto", help="auto | onnxruntime | tensorrt | openvino (auto: TensorRT, else ONNX Runtime)"),
+    precision: Optional[str] = typer.Option(None, help="--backend openvino only: auto (bf16 where the CPU has it) | fp32 | bf16"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime or OpenVINO, 1..cores (default: all cores)"),
     crf: int = typer.Option(DEFAULT_CRF, help="--out quality: libx264 constant rate factor, 0 (lossless) .. 51"),
     preset: str = typer.Option(DEFAULT_PRESET, help="--out speed: libx264 preset, ultrafast .. veryslow"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
@@ -139,10 +140,12 @@ def track(
     from sam2trt.errors import Sam2TrtError as _Err
     from sam2trt.model_spec import load_model_spec
     from sam2trt.runtime import open_runners
+    from sam2trt.runtime.select import check_precision
 
     if not videos and manifest is None:
         raise UsageError("no video: give VIDEO (a video file or frame folder) or --manifest PATH")
     check_threads(threads)
+    check_precision(backend, precision)
     if not 0 <= crf <= 51:
         raise UsageError(f"--crf {crf} is out of range: use 0 (lossless) .. 51 (default {DEFAULT_CRF})")
     if preset not in X264_PRESETS:
@@ -159,7 +162,7 @@ def track(
 
     @contextlib.contextmanager
     def opened():  # log the backend once the runners are up
-        with open_runners(spec, backend, threads=threads) as runners:
+        with open_runners(spec, backend, threads=threads, precision=precision) as runners:
             if not quiet:
                 _err(f"backend: {runners.backend} ({runners.reason})")
             yield runners
@@ -204,11 +207,12 @@ def track(
 def bench(
     model: Optional[pathlib.Path] = typer.Option(None, "--model", help="model folder (with --host-only: optional, "
                                                  "only model.json is read)"),
-    backend: str = typer.Option("auto", help="auto | onnxruntime | tensorrt"),
+    backend: str = typer.Option("auto", help="auto | onnxruntime | tensorrt | openvino"),
+    precision: Optional[str] = typer.Option(None, help="--backend openvino only: auto | fp32 | bf16"),
     frames: int = typer.Option(20, help="frames to track (the memory bank is full after 7)"),
     objects: int = typer.Option(1, help="objects tracked at once"),
     video: Optional[pathlib.Path] = typer.Option(None, help="video or frame folder (default: a synthetic 768x576 clip)"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime or OpenVINO"),
     host_only: bool = typer.Option(False, "--host-only", help="instant module runners: measure decoding, the "
                                    "tracker core and the writers against a decode + re-encode floor"),
     outputs: str = typer.Option("out,json", help="with --host-only: outputs to write (out, json, masks_dir, coco)"),
@@ -228,10 +232,12 @@ def bench(
                                synthetic_clip)
     from sam2trt.model_spec import load_model_spec
     from sam2trt.runtime import open_runners
+    from sam2trt.runtime.select import check_precision
 
     if frames < 1 or objects < 1:
         raise UsageError("--frames and --objects must be at least 1")
     check_threads(threads)
+    check_precision(backend, precision)
     if host_only:
         outs = tuple(o.strip() for o in outputs.split(",") if o.strip())
         if not outs or set(outs) - set(HOST_OUTPUTS):
@@ -252,7 +258,7 @@ def bench(
     spec = load_model_spec(model)
     with tempfile.TemporaryDirectory(prefix="sam2trt-clip-") as tmp:
         src = str(video) if video else synthetic_clip(tmp, frames)
-        with open_runners(spec, backend, threads=threads) as runners:
+        with open_runners(spec, backend, threads=threads, precision=precision) as runners:
             result = run_bench(spec, runners, src, frames, objects)
     result["threads"] = threads or os.cpu_count()
     print(json.dumps(result) if as_json else format_bench(result))
