@@ -52,8 +52,13 @@ def described_model(request, tmp_path_factory):
     from sam2trt.export.exporter import build_model, model_description
 
     model = build_model(request.param, seed=0)
+    import hashlib
+
     root = tmp_path_factory.mktemp("desc")
-    (root / MODEL_JSON).write_text(json.dumps(model_description(model, request.param)))
+    desc = model_description(model, request.param)
+    desc["files"] = {m: {"sha256": hashlib.sha256(b"").hexdigest(), "inputs": list(MODULE_IO[m].input_names(desc)),
+                         "outputs": list(MODULE_IO[m].outputs)} for m in MODULES}
+    (root / MODEL_JSON).write_text(json.dumps(desc))
     for f in MODEL_FILES.values():
         (root / f).write_bytes(b"")
     return request.param, model, load_model_spec(root)
