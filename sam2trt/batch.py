@@ -263,6 +263,58 @@ def outputs_complete(job: TrackJob) -> bool:
     return bool(outs) and all(os.path.exists(p) and not marker_path(p).exists() for p in outs.values())
 
 
+def run_job(s: JobSpec, spec, runners: Callable[[], object], *, index: int = 0, summary: TrackSummary | None = None,
+            fill_hole_area: int | None = None, skip_existing: bool = False, job_options: dict | None = None,
+            on_start: Callable[[int, TrackJob], Callable | None] | None = None) -> TrackSummary:
+    """Run one job with the runners ``runners()`` gives: the one job function of every batch path.
+
+    Used by :func:`run_batch` (one process) and by the Ray workers
+    (:mod:`sam2trt.cluster`). Builds the prompts, skips the job when
+    ``skip_existing`` and its outputs are complete, validates it
+    (:func:`~sam2trt.validation.validate_job`, before any output exists), then
+    tracks it with :func:`~sam2trt.pipeline.run_track` (exclusive temporaries,
+    ``.NAME.incomplete`` markers on partial outputs).
+
+    Args:
+        s: the job, from :func:`plan_jobs`.
+        spec: the :class:`~sam2trt.model_spec.ModelSpec`.
+        runners: returns the open :class:`~sam2trt.runtime.ModuleRunners`; called only once the
+            job passed validation (so a caller may open them on first use).
+        index: the job's number (passed to ``on_start``).
+        summary: filled in place (a new :class:`TrackSummary` when ``None``) and returned.
+        fill_hole_area, job_options: as :func:`run_batch`.
+        on_start: called as ``on_start(index, job)`` before tracking; may return a
+            progress callback ``(done, total)``.
+    Returns:
+        The summary: ``status`` "ok", "skipped", "error" (input or runtime failure:
+        ``error`` and ``exit_code`` set) or "interrupted" (SIGINT/SIGTERM: the outputs
+        are closed up to the last tracked frame, exit code 130).
+    Raises:
+        Whatever ``runners()`` raises (model, backend, environment errors).
+    """
+    summary = summary if summary is not None else TrackSummary(video=s.video)
+    try:
+        try:
+            job = s.to_track_job(fill_hole_area, **(job_options or {}))
+            if skip_existing and outputs_complete(job):
+                summary.status, summary.outputs = "skipped", job.outputs()
+                return summary
+            plan = validate_job(job, spec)
+        except Sam2TrtError as e:
+            summary.status, summary.error, summary.exit_code = "error", str(e), e.exit_code
+            return summary
+        active = runners()
+        try:
+            run_track(job, spec, active, progress=on_start(index, job) if on_start else None, summary=summary,
+                      plan=plan)
+        except Sam2TrtError:
+            pass  # status ("error" or "interrupted"), error and exit code are in the summary (run_track fills it)
+    except KeyboardInterrupt:
+        e = Interrupted(f"interrupted at {s.video}")
+        summary.status, summary.error, summary.exit_code = "interrupted", str(e), e.exit_code
+    return summary
+
+
 def run_batch(specs: list[JobSpec], spec, open_runners: Callable[[], contextlib.AbstractContextManager], *,
               fill_hole_area: int | None = None, skip_existing: bool = False,
               on_done: Callable[[TrackSummary], None] | None = None,
@@ -270,10 +322,11 @@ def run_batch(specs: list[JobSpec], spec, open_runners: Callable[[], contextlib.
               job_options: dict | None = None) -> list[TrackSummary]:
     """Run the jobs in order with one set of runners, opened at the first job that passes validation.
 
-    A job that fails (input error, runtime failure) is recorded and the batch
-    goes on; SIGINT/SIGTERM stops the whole batch (the current job's outputs
-    are closed up to its last frame) and raises :class:`Interrupted`. Errors
-    from ``open_runners`` (model, backend, environment) stop the batch too.
+    Each job is :func:`run_job`. A job that fails (input error, runtime failure) is
+    recorded and the batch goes on; SIGINT/SIGTERM stops the whole batch (the
+    current job's outputs are closed up to its last frame) and raises
+    :class:`Interrupted`. Errors from ``open_runners`` (model, backend,
+    environment) stop the batch too.
 
     Args:
         specs: from :func:`plan_jobs`.
@@ -291,42 +344,24 @@ def run_batch(specs: list[JobSpec], spec, open_runners: Callable[[], contextlib.
     """
     summaries: list[TrackSummary] = []
     runners: list = []
-    job_options = job_options or {}
-
-    def one(i: int, s: JobSpec, summary: TrackSummary) -> None:
-        try:
-            job = s.to_track_job(fill_hole_area, **job_options)
-            if skip_existing and outputs_complete(job):
-                summary.status, summary.outputs = "skipped", job.outputs()
-                return
-            plan = validate_job(job, spec)
-        except Sam2TrtError as e:
-            summary.status, summary.error, summary.exit_code = "error", str(e), e.exit_code
-            return
-        if not runners:
-            runners.append(stack.enter_context(open_runners()))
-        try:
-            run_track(job, spec, runners[0], progress=on_start(i, job) if on_start else None, summary=summary,
-                      plan=plan)
-        except Interrupted:
-            raise
-        except Sam2TrtError:
-            pass  # status, error and exit code are in the summary (run_track fills it)
 
     with contextlib.ExitStack() as stack, signal_guard():
+        def opened():
+            if not runners:
+                runners.append(stack.enter_context(open_runners()))
+            return runners[0]
+
         for i, s in enumerate(specs):
             summary = TrackSummary(video=s.video)
             summaries.append(summary)
             try:
-                try:
-                    one(i, s, summary)
-                except KeyboardInterrupt:
-                    raise Interrupted(f"interrupted at {s.video}") from None
-            except Interrupted as e:
+                run_job(s, spec, opened, index=i, summary=summary, fill_hole_area=fill_hole_area,
+                        skip_existing=skip_existing, job_options=job_options, on_start=on_start)
+            except KeyboardInterrupt:  # a signal just outside run_job's own handling
+                e = Interrupted(f"interrupted at {s.video}")
                 summary.status, summary.error, summary.exit_code = "interrupted", str(e), e.exit_code
-                if on_done:
-                    on_done(summary)
-                raise
             if on_done:
                 on_done(summary)
+            if summary.status == "interrupted":
+                raise Interrupted(summary.error or f"interrupted at {s.video}")
     return summaries

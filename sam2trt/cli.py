@@ -95,7 +95,7 @@ def build_engines(
 # --------------------------------------------------------------------------- doctor
 @app.command()
 def doctor(model: Optional[pathlib.Path] = typer.Option(None, "--model", help="also say which backend `track` would use for it")):
-    """Print what this machine has (GPU, driver, CUDA, TensorRT, ONNX Runtime) and the backend track would use."""
+    """Print what this machine has (GPU, driver, CUDA, TensorRT, ONNX Runtime, OpenVINO) and the backend track would use."""
     from sam2trt.runtime.select import doctor_lines
     from sam2trt.model_spec import load_model_spec
 
@@ -124,26 +124,37 @@ def track(
     json_summary: bool = typer.Option(False, "--json-summary", help="print one JSON line per video on stdout"),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="skip videos whose outputs all exist and are complete"),
     fill_hole_area: Optional[int] = typer.Option(None, help="fill mask holes up to this area (low-res pixels); 0 = off; default 8"),
-    backend: str = typer.Option("auto", help="auto | onnxruntime | tensorrt"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime, 1..cores (default: all cores)"),
+    backend: str = typer.Option("auto", help="auto | onnxruntime | tensorrt | openvino (auto: TensorRT, else ONNX Runtime)"),
+    precision: Optional[str] = typer.Option(None, help="--backend openvino only: auto (bf16 where the CPU has it) | fp32 | bf16"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime or OpenVINO, 1..cores (default: all cores)"),
     crf: int = typer.Option(DEFAULT_CRF, help="--out quality: libx264 constant rate factor, 0 (lossless) .. 51"),
     preset: str = typer.Option(DEFAULT_PRESET, help="--out speed: libx264 preset, ultrafast .. veryslow"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="run the jobs on a Ray cluster: auto "
+                                      "(running cluster, RAY_ADDRESS), local (a private instance here) or HOST:PORT; "
+                                      "needs pip install sam2trt with the ray extra (README: Batch jobs)"),
+    ray_cpus_per_worker: Optional[int] = typer.Option(None, "--ray-cpus-per-worker", help="with --ray, on nodes "
+                                                      "without GPUs: cores per worker (default: all, one per node)"),
+    retries: Optional[int] = typer.Option(None, "--retries", help="with --ray: runs again of a job whose worker was "
+                                          "lost (killed, node lost, out of memory); default 2"),
 ):
     """Track objects through one or more videos and write overlay videos, PNG masks, JSON lines and COCO RLE.
 
     The model is loaded once for all videos. A failing video does not stop a
     batch: it is reported and the exit code is that of the first failing video
     (0 when all succeed or are skipped); an interrupt stops the batch with 130.
+    With --ray they run on the workers of a Ray cluster (one per GPU, or per --ray-cpus-per-worker cores).
     """
     from sam2trt.batch import plan_jobs, run_batch
     from sam2trt.errors import Sam2TrtError as _Err
     from sam2trt.model_spec import load_model_spec
     from sam2trt.runtime import open_runners
+    from sam2trt.runtime.select import check_precision
 
     if not videos and manifest is None:
         raise UsageError("no video: give VIDEO (a video file or frame folder) or --manifest PATH")
     check_threads(threads)
+    check_precision(backend, precision)
     if not 0 <= crf <= 51:
         raise UsageError(f"--crf {crf} is out of range: use 0 (lossless) .. 51 (default {DEFAULT_CRF})")
     if preset not in X264_PRESETS:
@@ -152,6 +163,13 @@ def track(
         raise UsageError(f"--fill-hole-area {fill_hole_area} must be >= 0")
     if manifest is None and not (box or point or mask):
         raise UsageError("no objects: give at least one --box x,y,w,h, --point x,y or --mask PNG")
+    if ray is None and (ray_cpus_per_worker is not None or retries is not None):
+        raise UsageError(f"{'--retries' if retries is not None else '--ray-cpus-per-worker'} applies to Ray runs "
+                         "only: add --ray auto|local|HOST:PORT, or drop it")
+    if retries is not None and retries < 0:
+        raise UsageError(f"--retries {retries} must be >= 0")
+    if ray_cpus_per_worker is not None and ray_cpus_per_worker < 1:
+        raise UsageError(f"--ray-cpus-per-worker {ray_cpus_per_worker} must be at least 1")
     specs = plan_jobs(videos or [], manifest, boxes=box, points=point, masks=mask, prompt_frame=prompt_frame,
                       max_frames=max_frames, patterns={"out": out, "masks_dir": masks_dir, "json": json_path, "coco": coco})
     spec = load_model_spec(model)
@@ -160,7 +178,7 @@ def track(
 
     @contextlib.contextmanager
     def opened():  # log the backend once the runners are up
-        with open_runners(spec, backend, threads=threads) as runners:
+        with open_runners(spec, backend, threads=threads, precision=precision) as runners:
             if not quiet:
                 _err(f"backend: {runners.backend} ({runners.reason})")
             yield runners
@@ -190,8 +208,17 @@ def track(
         elif summary.status == "error" and batch:
             _err(f"error: {summary.error}" if summary.video in (summary.error or "") else f"error: {summary.video}: {summary.error}")
 
-    summaries = run_batch(specs, spec, opened, fill_hole_area=fill_hole_area, skip_existing=skip_existing,
-                          on_done=on_done, on_start=on_start, job_options={"crf": crf, "preset": preset})
+    if ray is not None:  # the same jobs on a Ray cluster's workers (sam2trt/cluster.py)
+        from sam2trt.cluster import DEFAULT_RETRIES, run_on_ray
+
+        summaries = run_on_ray(specs, model, address=ray, backend=backend, threads=threads,
+                               cpus_per_worker=ray_cpus_per_worker,
+                               retries=DEFAULT_RETRIES if retries is None else retries, fill_hole_area=fill_hole_area,
+                               skip_existing=skip_existing, job_options={"crf": crf, "preset": preset},
+                               on_done=on_done, quiet=quiet)
+    else:
+        summaries = run_batch(specs, spec, opened, fill_hole_area=fill_hole_area, skip_existing=skip_existing,
+                              on_done=on_done, on_start=on_start, job_options={"crf": crf, "preset": preset})
     failed = [s for s in summaries if s.exit_code]
     if failed:
         err = _Err(f"{len(failed)} of {len(summaries)} videos failed, first {failed[0].video}: see the lines above"
@@ -205,11 +232,12 @@ def track(
 def bench(
     model: Optional[pathlib.Path] = typer.Option(None, "--model", help="model folder (with --host-only: optional, "
                                                  "only model.json is read)"),
-    backend: str = typer.Option("auto", help="auto | onnxruntime | tensorrt"),
+    backend: str = typer.Option("auto", help="auto | onnxruntime | tensorrt | openvino"),
+    precision: Optional[str] = typer.Option(None, help="--backend openvino only: auto | fp32 | bf16"),
     frames: int = typer.Option(20, help="frames to track (the memory bank is full after 7)"),
     objects: int = typer.Option(1, help="objects tracked at once"),
     video: Optional[pathlib.Path] = typer.Option(None, help="video or frame folder (default: a synthetic 768x576 clip)"),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for ONNX Runtime or OpenVINO"),
     host_only: bool = typer.Option(False, "--host-only", help="instant module runners: measure decoding, the "
                                    "tracker core and the writers against a decode + re-encode floor"),
     outputs: str = typer.Option("out,json", help="with --host-only: outputs to write (out, json, masks_dir, coco)"),
@@ -229,10 +257,12 @@ def bench(
                                synthetic_clip)
     from sam2trt.model_spec import load_model_spec
     from sam2trt.runtime import open_runners
+    from sam2trt.runtime.select import check_precision
 
     if frames < 1 or objects < 1:
         raise UsageError("--frames and --objects must be at least 1")
     check_threads(threads)
+    check_precision(backend, precision)
     if host_only:
         outs = tuple(o.strip() for o in outputs.split(",") if o.strip())
         if not outs or set(outs) - set(HOST_OUTPUTS):
@@ -253,7 +283,7 @@ def bench(
     spec = load_model_spec(model)
     with tempfile.TemporaryDirectory(prefix="sam2trt-clip-") as tmp:
         src = str(video) if video else synthetic_clip(tmp, frames)
-        with open_runners(spec, backend, threads=threads) as runners:
+        with open_runners(spec, backend, threads=threads, precision=precision) as runners:
             result = run_bench(spec, runners, src, frames, objects)
     result["threads"] = threads or os.cpu_count()
     print(json.dumps(result) if as_json else format_bench(result))

@@ -1,37 +1,34 @@
 #!/usr/bin/env python3
-"""Track every video in a folder from a CSV of boxes, on several worker processes.
+"""Track every video in a folder from a CSV of boxes, on the workers of a Ray cluster (a thin example).
 
     python scripts/track_folder.py VIDEOS_DIR --boxes boxes.csv --model engines/sam2.1_hiera_t \\
-        --out results/ [--workers 2] [--gpus 0,1] [--max-frames N] [-- EXTRA TRACK ARGS]
+        --out results/ [--ray auto|local|HOST:PORT] [--max-frames N] [-- EXTRA TRACK ARGS]
 
 ``boxes.csv`` has a header and ``video,box`` rows (see scripts/boxes_example.csv):
 ``video`` is a file or frame-folder name in VIDEOS_DIR (with or without its
 extension), ``box`` is ``x,y,w,h`` (quoted, it has commas), optionally with the
 ``ID@FRAME:`` prefix of ``--box``. Several rows for one video = several objects.
 
-The videos are dealt round-robin into one shard per worker. Each worker is one
-``sam2trt track --manifest SHARD --json-summary`` process, so it loads the model
-once for its whole shard. With ``--gpus 0,1`` worker i gets
-``CUDA_VISIBLE_DEVICES=gpus[i % len(gpus)]``; on CPU each worker gets
-``cores / workers`` ONNX Runtime threads. Per video, the results are
-``OUT/{stem}.mp4``, ``OUT/{stem}_masks/``, ``OUT/{stem}.jsonl`` and
-``OUT/{stem}.coco.json``; the workers' JSON summaries (one line per video)
-are collected into ``OUT/summary.jsonl`` and printed on stdout.
+The script only writes the manifest ``OUT/jobs.csv`` (one row per video) and runs
 
-Exit code: 0 when every video succeeded (or was skipped), else the first
-non-zero exit code of a worker (2 usage, 3 input, 4 runtime, 130 interrupted).
+    sam2trt track --manifest OUT/jobs.csv --ray ADDRESS --json-summary --skip-existing \\
+        --out 'OUT/{stem}.mp4' --masks-dir 'OUT/{stem}_masks' --json 'OUT/{stem}.jsonl' --coco 'OUT/{stem}.coco.json'
+
+which hands the videos to one worker per GPU (or per node, on CPU nodes) as
+they free up, retries a video whose worker died, and streams one JSON summary
+line per video, collected into ``OUT/summary.jsonl`` and printed on stdout.
+Run it again after a crash or Ctrl-C: finished videos are skipped. Exit code:
+that of ``sam2trt track`` (README: exit codes).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
-import os
 import pathlib
+import signal
 import subprocess
 import sys
-import tempfile
 
 VIDEO_EXTENSIONS = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts"}
 
@@ -66,62 +63,51 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("videos", type=pathlib.Path, help="folder of videos and/or frame folders")
     ap.add_argument("--boxes", type=pathlib.Path, required=True, help="CSV with video,box rows")
-    ap.add_argument("--model", type=pathlib.Path, required=True, help="model folder from `sam2trt export`")
-    ap.add_argument("--out", type=pathlib.Path, required=True, help="output folder")
-    ap.add_argument("--workers", type=int, default=1, help="worker processes (each loads the model once)")
-    ap.add_argument("--gpus", default=None, help="comma-separated GPU ids, dealt to the workers round-robin")
+    ap.add_argument("--model", type=pathlib.Path, required=True, help="model folder (the same path on every node)")
+    ap.add_argument("--out", type=pathlib.Path, required=True, help="output folder (on storage every node sees)")
+    ap.add_argument("--ray", default="auto", help="auto (a running cluster), local (a private instance) or HOST:PORT")
     ap.add_argument("--max-frames", type=int, default=None, help="track at most this many frames per video")
-    ap.add_argument("extra", nargs="*", help="more `sam2trt track` options, after --")
-    args = ap.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []  # more `sam2trt track` options, after --
+    args = ap.parse_args(argv[:len(argv) - len(extra) - 1] if "--" in argv else argv)
 
     boxes = read_boxes(args.boxes)
-    jobs = []
-    for v in find_videos(args.videos):
-        b = boxes.get(v.name) or boxes.get(v.stem)
-        if b:
-            jobs.append((v, b))
-        else:
-            print(f"warning: no box for {v.name} in {args.boxes}: not tracked", file=sys.stderr)
-    if not jobs:
-        print(f"error: no video in {args.videos} has a box in {args.boxes}", file=sys.stderr)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / "jobs.csv"
+    rows = 0
+    with open(manifest, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["input", "box"])
+        for v in find_videos(args.videos):
+            b = boxes.get(v.name) or boxes.get(v.stem)
+            if b:
+                writer.writerow([str(v.resolve()), ";".join(b)])
+                rows += 1
+            else:
+                print(f"warning: no box for {v.name} in {args.boxes}: not tracked", file=sys.stderr)
+    if not rows:
+        print(f"error: no video in {args.videos} has a box in {args.boxes}: add video,box rows", file=sys.stderr)
         return 2
-    workers = max(1, min(args.workers, len(jobs)))
-    gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else []
-    args.out.mkdir(parents=True, exist_ok=True)
-    outs = {"--out": "{stem}.mp4", "--masks-dir": "{stem}_masks", "--json": "{stem}.jsonl", "--coco": "{stem}.coco.json"}
-    procs = []
-    with tempfile.TemporaryDirectory(prefix="track_folder-") as tmp:
-        for w in range(workers):
-            shard = pathlib.Path(tmp) / f"shard{w}.csv"
-            with open(shard, "w", newline="", encoding="utf-8") as f:
-                writer = csv.writer(f)
-                writer.writerow(["input", "box"])
-                for v, b in jobs[w::workers]:
-                    writer.writerow([str(v.resolve()), ";".join(b)])
-            cmd = [sys.executable, "-m", "sam2trt.cli", "track", "--manifest", str(shard), "--model", str(args.model),
-                   "--json-summary", "--quiet"]
-            for opt, pattern in outs.items():
-                cmd += [opt, str(args.out.resolve() / pattern)]
-            if args.max_frames:
-                cmd += ["--max-frames", str(args.max_frames)]
-            env = dict(os.environ)
-            if gpus:
-                env["CUDA_VISIBLE_DEVICES"] = gpus[w % len(gpus)]
-            elif "--threads" not in args.extra:
-                cmd += ["--threads", str(max(1, (os.cpu_count() or 1) // workers))]
-            procs.append(subprocess.Popen(cmd + args.extra, stdout=subprocess.PIPE, env=env, text=True))
-        codes, lines = [], []
-        for p in procs:  # stderr (progress, errors) passes through
-            out, _ = p.communicate()
-            codes.append(p.returncode)
-            lines += [line for line in out.splitlines() if line.strip().startswith("{")]
-    with open(args.out / "summary.jsonl", "w", encoding="utf-8") as f:
-        for line in lines:
-            f.write(line + "\n")
-            print(line)
-    bad = [json.loads(line) for line in lines if json.loads(line)["status"] not in ("ok", "skipped")]
-    print(f"{len(lines) - len(bad)} of {len(jobs)} videos ok; summaries in {args.out / 'summary.jsonl'}", file=sys.stderr)
-    return next((c for c in codes if c), 0)
+    cmd = [sys.executable, "-m", "sam2trt.cli", "track", "--manifest", str(manifest), "--model", str(args.model),
+           "--ray", args.ray, "--json-summary", "--skip-existing",
+           "--out", str(out / "{stem}.mp4"), "--masks-dir", str(out / "{stem}_masks"),
+           "--json", str(out / "{stem}.jsonl"), "--coco", str(out / "{stem}.coco.json")]
+    if args.max_frames:
+        cmd += ["--max-frames", str(args.max_frames)]
+    proc = subprocess.Popen(cmd + extra, stdout=subprocess.PIPE, text=True)  # stderr passes through
+    with open(out / "summary.jsonl", "w", encoding="utf-8") as f:
+        def copy():
+            for line in proc.stdout:  # one line per video, as each finishes
+                f.write(line)
+                f.flush()
+                print(line, end="", flush=True)
+        try:
+            copy()
+        except KeyboardInterrupt:  # Ctrl-C reached sam2trt too: it closes the outputs and reports, exit 130
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            copy()
+    return proc.wait()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Batch ``track``: output patterns, manifests, --json-summary, --skip-existing, --coco, the folder script.
+"""Batch ``track``: output patterns, manifests, --json-summary, --skip-existing, --coco (the folder script: test_ray.py).
 
 Every tracked video is a 2-frame clip tracked for 1 frame (CPU tracking costs seconds per frame).
 """
@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -21,7 +19,6 @@ from sam2trt.video import OverlayVideoWriter, open_frames, probe
 from tests.conftest import run_cli
 from tests.test_faults import check_coco
 
-ROOT = pathlib.Path(__file__).parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -163,24 +160,3 @@ def test_track_mask_and_point_options_reach_validation(tiny_model_dir, clips, tm
                    "--point", "3,4")
     assert proc.returncode == 2 and "names no object" in proc.stderr, proc.stderr
     assert not (tmp_path / "o.mp4").exists()
-
-
-@pytest.mark.parametrize("workers", [1, 2])
-def test_track_folder_script(tiny_model_dir, clips, tmp_path, workers):
-    boxes = tmp_path / "boxes.csv"
-    boxes.write_text('video,box\na.mp4,"250,215,36,97"\nb,"1@1:250,215,36,97"\nnot_there.mp4,"1,1,5,5"\n')
-    vids = tmp_path / "videos"
-    vids.mkdir()
-    for n in ("a.mp4", "b.mp4"):
-        (vids / n).symlink_to(clips / n)
-    out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "track_folder.py"), vids, "--boxes", boxes,
-                           "--model", tiny_model_dir, "--out", out, "--workers", str(workers), "--max-frames", "1"],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr
-    s = sorted(summaries(proc.stdout), key=lambda x: x["video"])
-    assert [(pathlib.Path(x["video"]).name, x["status"], x["first_frame"], x["frames"]) for x in s] == [
-        ("a.mp4", "ok", 0, 1), ("b.mp4", "ok", 1, 1)]
-    assert sorted(os.listdir(out)) == ["a.coco.json", "a.jsonl", "a.mp4", "a_masks", "b.coco.json", "b.jsonl",
-                                       "b.mp4", "b_masks", "summary.jsonl"]
-    assert len((out / "summary.jsonl").read_text().splitlines()) == 2

@@ -90,11 +90,11 @@ def run_official_prompt(predictor, frames_dir, prompt, num_tracked):
     return out
 
 
-def run_ours_prompts(model_dir, frames_dir, prompts, num_tracked, fill_hole_area=0):
-    """{frame_idx: {obj_id: [H, W] logits}} from sam2trt on ONNX Runtime."""
+def run_ours_prompts(model_dir, frames_dir, prompts, num_tracked, fill_hole_area=0, backend="onnxruntime", **opts):
+    """{frame_idx: {obj_id: [H, W] logits}} from sam2trt on ``backend`` (``opts``: e.g. ``precision``)."""
     spec = load_model_spec(model_dir)
     out = {}
-    with open_frames(frames_dir) as source, open_runners(spec, "onnxruntime") as runners:
+    with open_frames(frames_dir) as source, open_runners(spec, backend, **opts) as runners:
         h, w = source.info.height, source.info.width
         stepper = FrameStepper(spec, runners, fill_hole_area=fill_hole_area)
         for fo in track_frames(stepper, source, prompts, num_frames=source.info.num_frames, max_frames=num_tracked):
@@ -103,10 +103,10 @@ def run_ours_prompts(model_dir, frames_dir, prompts, num_tracked, fill_hole_area
     return out
 
 
-def run_ours(model_dir, frames_dir, boxes, prompt_frame, num_tracked, fill_hole_area):
-    """{frame_idx: [K, H, W] float32 logits} from sam2trt on ONNX Runtime."""
+def run_ours(model_dir, frames_dir, boxes, prompt_frame, num_tracked, fill_hole_area, backend="onnxruntime", **opts):
+    """{frame_idx: [K, H, W] float32 logits} from sam2trt on ``backend`` (default ONNX Runtime)."""
     prompts = [ObjectPrompt(i + 1, prompt_frame, box=(x, y, x + w, y + h)) for i, (x, y, w, h) in enumerate(boxes)]
-    res = run_ours_prompts(model_dir, frames_dir, prompts, num_tracked, fill_hole_area)
+    res = run_ours_prompts(model_dir, frames_dir, prompts, num_tracked, fill_hole_area, backend, **opts)
     return {f: np.stack([objs[i + 1] for i in range(len(boxes))]) for f, objs in res.items()}
 
 

@@ -6,6 +6,12 @@ says the folder's engines run on this machine, else ONNX Runtime. Asking for
 (exit 5) when this machine lacks TensorRT, cuda-python or a GPU, ModelError
 (exit 3) when the engines are missing, stale or built for another GPU.
 
+``openvino`` (:mod:`sam2trt.runtime.openvino_backend`) is used only when asked
+for; ``auto`` never picks it (README: OpenVINO backend, "Why auto does not pick
+OpenVINO"). Its ``--precision`` (auto, fp32, bf16) belongs to it alone:
+:func:`check_precision`. Without OpenVINO installed, asking for it is
+EnvironmentMissing (exit 5).
+
 Also the ``doctor`` report (:func:`doctor_lines`): machine detection
 (:mod:`sam2trt.engine.environment`) composed with the engines and this choice.
 """
@@ -21,9 +27,26 @@ from sam2trt.errors import Sam2TrtError, UsageError
 from sam2trt.model_spec import MODULES, ModelSpec, load_model_spec
 from sam2trt.runtime.base import ModuleRunners
 from sam2trt.runtime.onnxruntime_backend import make_runners as onnxruntime_runners
+from sam2trt.runtime.openvino_backend import doctor_lines as openvino_doctor_lines
+from sam2trt.runtime.openvino_backend import PRECISIONS as OPENVINO_PRECISIONS
+from sam2trt.runtime.openvino_backend import import_openvino
+from sam2trt.runtime.openvino_backend import make_runners as openvino_runners
 from sam2trt.runtime.tensorrt_backend import make_runners as tensorrt_runners
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "openvino")
+
+
+def check_precision(backend: str, precision: str | None) -> None:
+    """``--precision`` is the OpenVINO backend's option: raise :class:`UsageError` (exit 2) for another backend.
+
+    ``precision`` None means not given. ``auto`` never picks OpenVINO, so ``--backend auto`` counts as another backend.
+    An unknown precision is a UsageError too.
+    """
+    if precision is not None and precision not in OPENVINO_PRECISIONS:
+        raise UsageError(f"--precision {precision!r}: use one of {', '.join(OPENVINO_PRECISIONS)}")
+    if precision is not None and backend != "openvino":
+        raise UsageError(f"--precision {precision} applies to --backend openvino only, not {backend}: "
+                         "add --backend openvino or drop --precision")
 
 
 def choose_backend(spec: ModelSpec, backend: str = "auto",
@@ -32,7 +55,7 @@ def choose_backend(spec: ModelSpec, backend: str = "auto",
 
     Args:
         spec: the loaded model folder.
-        backend: ``auto``, ``onnxruntime`` or ``tensorrt``.
+        backend: ``auto``, ``onnxruntime``, ``tensorrt`` or ``openvino``.
         env: a precomputed :func:`sam2trt.engine.environment.detect` (default: detect when needed).
 
     Returns:
@@ -41,7 +64,8 @@ def choose_backend(spec: ModelSpec, backend: str = "auto",
     Raises:
         UsageError: unknown backend name (exit 2).
         sam2trt.errors.EnvironmentMissing: ``tensorrt`` asked for on a machine
-            without TensorRT, cuda-python or a CUDA GPU (exit 5).
+            without TensorRT, cuda-python or a CUDA GPU, or ``openvino`` where
+            OpenVINO is not installed (exit 5).
         sam2trt.errors.ModelError: ``tensorrt`` asked for, but the folder's
             engines are missing, stale or for another GPU (exit 3).
     """
@@ -49,6 +73,9 @@ def choose_backend(spec: ModelSpec, backend: str = "auto",
         raise UsageError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if backend == "onnxruntime":
         return backend, "asked for with --backend onnxruntime"
+    if backend == "openvino":
+        import_openvino()
+        return backend, "asked for with --backend openvino"
     status = engines_status(spec, env)
     if backend == "tensorrt":
         if not status.usable:
@@ -60,13 +87,17 @@ def choose_backend(spec: ModelSpec, backend: str = "auto",
 
 
 @contextlib.contextmanager
-def open_runners(spec: ModelSpec, backend: str = "auto", *, threads: int | None = None):
+def open_runners(spec: ModelSpec, backend: str = "auto", *, threads: int | None = None,
+                 precision: str | None = None):
     """Open the four module runners of ``spec`` on one backend, and its preprocessing runner if any (a context manager).
 
     Args:
         spec: the loaded model folder.
-        backend: ``auto``, ``onnxruntime`` or ``tensorrt``.
-        threads: intra-op threads for ONNX Runtime (default: all cores).
+        backend: ``auto``, ``onnxruntime``, ``tensorrt`` or ``openvino``.
+        threads: intra-op threads for ONNX Runtime, inference threads for
+            OpenVINO (default: all cores).
+        precision: OpenVINO only (:func:`check_precision`): ``auto`` (default
+            when None: bf16 where the CPU reports BF16), ``fp32`` or ``bf16``.
 
     Yields:
         :class:`~sam2trt.runtime.base.ModuleRunners`. On TensorRT with
@@ -78,11 +109,18 @@ def open_runners(spec: ModelSpec, backend: str = "auto", *, threads: int | None 
         the host with PIL, bit-exact and faster than the graph on a CPU.
 
     Raises:
+        UsageError: ``precision`` given for another backend than ``openvino``.
         As :func:`choose_backend`, and what the runners raise when they open.
     """
+    check_precision(backend, precision)
     chosen, reason = choose_backend(spec, backend)
-    make = tensorrt_runners if chosen == "tensorrt" else onnxruntime_runners
-    runners = make(spec, threads=threads)
+    if chosen == "openvino":
+        runners = openvino_runners(spec, threads=threads, precision=precision or "auto")
+        first = runners[MODULES[0]]
+        reason = f"{reason}; {first.precision}: {first.precision_reason}"
+    else:
+        make = tensorrt_runners if chosen == "tensorrt" else onnxruntime_runners
+        runners = make(spec, threads=threads)
     with contextlib.ExitStack() as stack:
         active = {name: stack.enter_context(runners[name]) for name in MODULES}
         if runners.get("preprocess") is not None:
@@ -106,6 +144,7 @@ def doctor_lines(model_dir: str | os.PathLike | None = None,
     """
     env = env or environment.detect()
     lines = environment.machine_lines(env)
+    lines += openvino_doctor_lines()
     if model_dir is None:
         return lines
     try:
