@@ -16,10 +16,14 @@ from fractions import Fraction
 
 import numpy as np
 
+from sam2trt import platform as sam2trt_platform
+from sam2trt.errors import EnvironmentMissing, InputError
 from sam2trt.model_spec import MODULES, ModelSpec
 from sam2trt.pipeline import TrackJob, run_track
-from sam2trt.runtime import ModuleRunners
+from sam2trt.runtime.base import ModuleRunners
+from sam2trt.runtime.null_backend import open_null_runners
 from sam2trt.tracker import ObjectPrompt
+from sam2trt.video import probe
 
 
 class TimedRunner:
@@ -58,9 +62,7 @@ def machine_description() -> dict:
         pass
     gpus = []
     try:
-        from sam2trt.engine.environment import detect
-
-        gpus = [g.name for g in detect().gpus]
+        gpus = [g.name for g in sam2trt_platform.detect().gpus]
     except Exception:  # doctor-level detail is not needed here
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(), "gpus": gpus}
@@ -96,8 +98,6 @@ def run_bench(spec: ModelSpec, runners, video: str, frames: int, objects: int) -
     ``wall_s``, ``outside_inference_share`` (fraction of wall time not spent in
     module calls), ``peak_rss_mib`` and ``machine``.
     """
-    from sam2trt.video import probe
-
     info = probe(video)
     timed = ModuleRunners(**{m: TimedRunner(getattr(runners, m)) for m in MODULES}, backend=runners.backend)
     prompts = [ObjectPrompt(i + 1, 0, box=b) for i, b in enumerate(spread_boxes(objects, info.width, info.height))]
@@ -172,8 +172,6 @@ def transcode_floor(video: str, frames: int | None = None, crf: int = 18, preset
     """
     import av
     from av.video.reformatter import Colorspace
-
-    from sam2trt.errors import EnvironmentMissing, InputError
 
     if os.path.isdir(video):
         raise InputError(f"{video} is a folder: the transcode floor needs a video file")
@@ -260,9 +258,6 @@ def run_host_only(spec: ModelSpec, video: str, frames: int, objects: int, output
         (``null_module_ms_per_frame``: checking feeds and drawing the stand-in masks,
         which a device backend would not spend on the host).
     """
-    from sam2trt.runtime.null_backend import open_null_runners
-    from sam2trt.video import probe
-
     unknown = set(outputs) - set(HOST_OUTPUTS)
     if unknown:
         raise ValueError(f"unknown outputs {sorted(unknown)}: use {HOST_OUTPUTS}")

@@ -13,11 +13,25 @@ import os
 import pathlib
 import signal
 import sys
+import tempfile
 from typing import List, Optional
 
 import typer
 
+from sam2trt import platform
+from sam2trt.batch import plan_jobs, run_batch
+from sam2trt.bench import HOST_OUTPUTS, format_bench, format_host_only, run_bench, run_host_only, synthetic_clip
+from sam2trt.cluster import DEFAULT_RETRIES, run_on_ray
+from sam2trt.engine.build import build_engines as _build
+from sam2trt.engine.compat import describe_engines
 from sam2trt.errors import Interrupted, RuntimeFailure, Sam2TrtError, UsageError
+from sam2trt.export.checkpoints import download_checkpoint
+from sam2trt.export.exporter import CONFIGS, build_model, export_model
+from sam2trt.fileio import sha256_file
+from sam2trt.model_spec import load_model_spec
+from sam2trt.runtime.null_backend import host_only_spec
+from sam2trt.runtime.openvino_backend import doctor_lines as openvino_doctor_lines
+from sam2trt.runtime.select import check_precision, choose_backend, open_runners
 from sam2trt.signals import signal_guard
 from sam2trt.video.writers import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
 
@@ -42,9 +56,6 @@ def export(
     """Export a SAM 2 model to four ONNX modules and model.json."""
     if (checkpoint is None) == (not random_weights):
         raise UsageError("give exactly one of --checkpoint PATH or --random-weights")
-    from sam2trt.export.exporter import CONFIGS, build_model, export_model
-    from sam2trt.fileio import sha256_file
-
     if config not in CONFIGS:
         raise UsageError(f"unknown config {config!r}: use one of {', '.join(CONFIGS)}")
     if random_weights:
@@ -66,8 +77,6 @@ def download(
     cache_dir: Optional[pathlib.Path] = typer.Option(None, help="default: $XDG_CACHE_HOME/sam2trt/checkpoints"),
 ):
     """Download an official checkpoint from Meta's public URL; prints its path."""
-    from sam2trt.export.checkpoints import download_checkpoint
-
     print(download_checkpoint(name, cache_dir=cache_dir, log=_err))
 
 
@@ -82,8 +91,6 @@ def build_engines(
     force: bool = typer.Option(False, "--force", help="rebuild even if engines are up to date"),
 ):
     """Build TensorRT engines for this GPU next to the ONNX files (needs a GPU and TensorRT)."""
-    from sam2trt.engine.build import build_engines as _build
-
     if precision not in ("fp16", "fp32"):
         raise UsageError(f"--precision {precision!r}: use fp16 or fp32")
     if max_objects < 1:
@@ -96,13 +103,48 @@ def build_engines(
 @app.command()
 def doctor(model: Optional[pathlib.Path] = typer.Option(None, "--model", help="also say which backend `track` would use for it")):
     """Print what this machine has (GPU, driver, CUDA, TensorRT, ONNX Runtime, OpenVINO) and the backend track would use."""
-    from sam2trt.runtime.select import doctor_lines
-    from sam2trt.model_spec import load_model_spec
-
     if model is not None:
         load_model_spec(model)  # a missing or broken model folder is an error (exit 3), not a line
     for line in doctor_lines(model):
         print(line)
+
+
+def doctor_lines(model_dir: str | os.PathLike | None = None,
+                 env: platform.Environment | None = None) -> list[str]:
+    """The ``sam2trt doctor`` report: the machine, OpenVINO, and with a model folder what ``track`` would run it on.
+
+    Args:
+        model_dir: a model folder; when given, adds the model, what its
+            ``engines.json`` says (:func:`sam2trt.engine.compat.describe_engines`),
+            and which backend ``track --backend auto`` would pick for it and why
+            (:func:`sam2trt.runtime.select.choose_backend`).
+        env: a precomputed :func:`sam2trt.platform.detect` (default: detect now).
+
+    Returns:
+        Lines without trailing newlines: :func:`sam2trt.platform.machine_lines`
+        first, then :func:`sam2trt.runtime.openvino_backend.doctor_lines`.
+        Never raises for a bad model folder: its error becomes a line.
+    """
+    env = env or platform.detect()
+    lines = platform.machine_lines(env)
+    lines += openvino_doctor_lines()
+    if model_dir is None:
+        return lines
+    try:
+        spec = load_model_spec(model_dir)
+    except Sam2TrtError as e:
+        lines.append(f"model: {e}")
+        return lines
+    lines.append(f"model: {spec.root} ({spec.config})")
+    engines = describe_engines(spec)
+    if engines:
+        lines.append(engines)
+    try:
+        backend, reason = choose_backend(spec, "auto", env)
+    except Sam2TrtError as e:
+        backend, reason = "none", str(e)
+    lines.append(f"track --backend auto: {backend} ({reason})")
+    return lines
 
 
 # ---------------------------------------------------------------------------- track
@@ -145,12 +187,6 @@ def track(
     (0 when all succeed or are skipped); an interrupt stops the batch with 130.
     With --ray they run on the workers of a Ray cluster (one per GPU, or per --ray-cpus-per-worker cores).
     """
-    from sam2trt.batch import plan_jobs, run_batch
-    from sam2trt.errors import Sam2TrtError as _Err
-    from sam2trt.model_spec import load_model_spec
-    from sam2trt.runtime import open_runners
-    from sam2trt.runtime.select import check_precision
-
     if not videos and manifest is None:
         raise UsageError("no video: give VIDEO (a video file or frame folder) or --manifest PATH")
     check_threads(threads)
@@ -209,8 +245,6 @@ def track(
             _err(f"error: {summary.error}" if summary.video in (summary.error or "") else f"error: {summary.video}: {summary.error}")
 
     if ray is not None:  # the same jobs on a Ray cluster's workers (sam2trt/cluster.py)
-        from sam2trt.cluster import DEFAULT_RETRIES, run_on_ray
-
         summaries = run_on_ray(specs, model, address=ray, backend=backend, threads=threads,
                                cpus_per_worker=ray_cpus_per_worker,
                                retries=DEFAULT_RETRIES if retries is None else retries, fill_hole_area=fill_hole_area,
@@ -221,7 +255,7 @@ def track(
                               on_done=on_done, on_start=on_start, job_options={"crf": crf, "preset": preset})
     failed = [s for s in summaries if s.exit_code]
     if failed:
-        err = _Err(f"{len(failed)} of {len(summaries)} videos failed, first {failed[0].video}: see the lines above"
+        err = Sam2TrtError(f"{len(failed)} of {len(summaries)} videos failed, first {failed[0].video}: see the lines above"
                    if batch else failed[0].error)
         err.exit_code = failed[0].exit_code
         raise err
@@ -251,14 +285,6 @@ def bench(
     the run measures the host side alone, next to a PyAV decode + libx264 re-encode
     of the same frames.
     """
-    import tempfile
-
-    from sam2trt.bench import (HOST_OUTPUTS, format_bench, format_host_only, run_bench, run_host_only,
-                               synthetic_clip)
-    from sam2trt.model_spec import load_model_spec
-    from sam2trt.runtime import open_runners
-    from sam2trt.runtime.select import check_precision
-
     if frames < 1 or objects < 1:
         raise UsageError("--frames and --objects must be at least 1")
     check_threads(threads)
@@ -270,8 +296,6 @@ def bench(
         if video is None:
             raise UsageError("--host-only needs --video PATH (a video file: the floor re-encodes it)")
         if model is None:
-            from sam2trt.runtime.null_backend import host_only_spec
-
             spec = host_only_spec()
         else:
             spec = load_model_spec(model, verify_files=False)

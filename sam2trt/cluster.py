@@ -45,11 +45,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import sam2trt
 from sam2trt.batch import JobSpec, run_job
 from sam2trt.errors import EnvironmentMissing, InputError, Interrupted, RuntimeFailure, Sam2TrtError, UsageError
 from sam2trt.fileio import PARTIAL, remove
+from sam2trt.model_spec import load_model_spec
 from sam2trt.pipeline import CANCEL_GRACE_S, TrackSummary
+from sam2trt.runtime.select import choose_backend, open_runners
 from sam2trt.signals import signal_guard
+from sam2trt.tracker.prompts import build_prompts
+from sam2trt.validation import _check_writable
 
 DEFAULT_RETRIES = 2
 """``--retries``: further attempts of a job whose worker died."""
@@ -132,10 +137,6 @@ def probe_node(model: str, inputs: list[str], outputs: list[tuple[str, str]]) ->
     """
     import ray
 
-    import sam2trt
-    from sam2trt.model_spec import load_model_spec
-    from sam2trt.validation import _check_writable
-
     result = {"node": ray.util.get_node_ip_address(), "version": sam2trt.__version__, "model": None,
               "missing": [p for p in inputs if not os.path.exists(p)], "unwritable": []}
     try:
@@ -211,8 +212,6 @@ class TrackWorker:
     def __init__(self, model: str, backend: str, threads: int | None, gpu: bool, job_args: dict, board=None):
         import ray
 
-        from sam2trt.model_spec import load_model_spec
-
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         ids = ray.get_gpu_ids() if gpu else []
@@ -235,8 +234,6 @@ class TrackWorker:
         if self.error is not None:
             raise self.error
         if self.runners is None:
-            from sam2trt.runtime.select import choose_backend, open_runners
-
             backend = self.backend
             try:
                 if self.gpu and backend != "onnxruntime":
@@ -393,8 +390,6 @@ def _absolute(s: JobSpec) -> JobSpec:
 
 def _mask_files(s: JobSpec) -> list[str]:
     """The mask PNG paths a job's prompts name (resolved like :meth:`JobSpec.to_track_job`)."""
-    from sam2trt.tracker.prompts import build_prompts
-
     paths: list[str] = []
 
     def note(p: str):
@@ -418,7 +413,6 @@ def probe(ray, nodes: list[dict], model: str, specs: list[JobSpec]) -> None:
         EnvironmentMissing: a node where the probe cannot run (e.g. sam2trt not installed
             there) or runs another sam2trt version, or no answer within ``PROBE_TIMEOUT_S``.
     """
-    import sam2trt
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     inputs = sorted({p for s in specs for p in [s.video, *_mask_files(s)]})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 # ------------------------------------------------------------ TensorRT / engines (issue 9)
 import contextlib
 import functools
@@ -11,9 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from sam2trt.engine import environment
+from sam2trt import platform
 from sam2trt.engine.compat import ENGINES_JSON, META_FORMAT
-from sam2trt.engine.environment import Environment, GpuInfo
+from sam2trt.platform import Environment, GpuInfo
 from sam2trt.model_spec import MODULES
 from sam2trt.runtime.base import ModuleRunners, to_host
 from sam2trt.tracker import FrameStepper, ObjectPrompt, track_frames
@@ -30,12 +31,12 @@ MIN_MEAN_IOU = 0.98
 def trt_skip_reason() -> str | None:
     """Why the TensorRT GPU tests cannot run here, or None when TensorRT, cuda-python and a GPU exist."""
     try:
-        import tensorrt  # noqa: F401
+        importlib.import_module("tensorrt")
     except Exception:
         return "TensorRT is not installed (pip install 'sam2trt[trt]')"
-    if environment.import_cudart() is None:
+    if platform.import_cudart() is None:
         return "cuda-python is not installed"
-    if not environment.detect().gpus:
+    if not platform.detect().gpus:
         return "no CUDA GPU is visible"
     return None
 
@@ -56,7 +57,7 @@ def link_model(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
 
 
 def fake_env(gpu="NVIDIA H100 80GB HBM3", cc="9.0", trt="10.3.0", cuda="12.4") -> Environment:
-    """An :class:`Environment` as :func:`sam2trt.engine.environment.detect` would report it (None: absent)."""
+    """An :class:`Environment` as :func:`sam2trt.engine.platform.detect` would report it (None: absent)."""
     return Environment(gpus=[GpuInfo(gpu, cc, 79.6)] if gpu else [], driver_version="550.54.15",
                        cuda_runtime_version=cuda, tensorrt_version=trt,
                        tensorrt_major=int(trt.split(".")[0]) if trt else None,

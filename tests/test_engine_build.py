@@ -18,7 +18,7 @@ import pytest
 import numpy as np
 from PIL import Image
 
-from sam2trt.engine import environment
+from sam2trt import platform
 from sam2trt.engine.build import FRAME_SIZE_PROFILE, build_engines, frame_profile, profile_shapes
 from sam2trt.engine.compat import (ENGINES_JSON, PREPROCESS_VARIANTS, engine_paths, engines_status,
                                    preprocess_paths)
@@ -39,7 +39,7 @@ from tests.helpers import fake_env
 def test_build_engines_flow_with_fake_tensorrt(model_copy, monkeypatch, version):
     trt = make_fake_trt(version)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr(environment, "detect", lambda: fake_env(trt=version))
+    monkeypatch.setattr(platform, "detect", lambda: fake_env(trt=version))
     lines = []
     build_engines(model_copy, max_objects=3, workspace_gib=2.0, log=lines.append)
     print("\n".join(lines))
@@ -98,7 +98,7 @@ def test_build_engines_flow_with_fake_tensorrt(model_copy, monkeypatch, version)
     for path in engine_paths(spec).values():
         path.write_bytes(b"x")
     cuda = FakeCudart()
-    monkeypatch.setattr(environment, "import_cudart", lambda: cuda)
+    monkeypatch.setattr(platform, "import_cudart", lambda: cuda)
     frame = np.asarray(Image.open(DATA / "vtest16" / "00000.jpg").convert("RGB"))  # 768x576
     with open_runners(spec, "tensorrt") as runners:
         assert isinstance(runners.preprocess, TensorRTPreprocess)
@@ -123,7 +123,7 @@ def test_build_engines_without_a_usable_builder(model_copy, monkeypatch):
 
     trt.Builder = Builder
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr(environment, "detect", lambda: fake_env(trt="11.4.0"))
+    monkeypatch.setattr(platform, "detect", lambda: fake_env(trt="11.4.0"))
     with pytest.raises(RuntimeFailure, match="TensorRT could not create its builder") as e:
         build_engines(model_copy, precision="fp32", log=lambda s: None)
     assert e.value.exit_code == 4 and "\n" not in str(e.value)

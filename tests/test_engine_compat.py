@@ -1,25 +1,27 @@
 """Whether engines fit this machine: ``engines.json`` checks, backend choice and its exit codes,
 missing-environment errors, ``doctor`` and machine detection. Needs neither TensorRT nor a GPU:
-the machine is a fake :class:`~sam2trt.engine.environment.Environment` where it matters.
+the machine is a fake :class:`~sam2trt.platform.Environment` where it matters.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 
 import pytest
 
-from sam2trt.engine import environment
+from sam2trt import platform
+from sam2trt.cli import doctor_lines
 from sam2trt.engine.build import build_engines
 from sam2trt.engine.compat import (ENGINES_JSON, EnginesState, check_engines_meta, engine_paths,
                                    engines_status)
-from sam2trt.engine.environment import GpuInfo, detect, machine_lines
 from sam2trt.errors import EnvironmentMissing, ModelError, UsageError
-from sam2trt.export.exporter import sha256_file
+from sam2trt.fileio import sha256_file
 from sam2trt.model_spec import MODULES, load_model_spec
+from sam2trt.platform import GpuInfo, detect, machine_lines
 from sam2trt.runtime import tensorrt_backend
-from sam2trt.runtime.select import choose_backend, doctor_lines
+from sam2trt.runtime.select import choose_backend
 from tests.conftest import run_cli
 from tests.helpers import engines_meta, fake_env, trt_skip_reason
 
@@ -63,7 +65,7 @@ def test_check_engines_meta(model_copy, onnx_sha):
 @pytest.mark.slow
 def test_auto_backend_follows_engines_json(model_copy, onnx_sha, monkeypatch):
     spec = load_model_spec(model_copy)
-    monkeypatch.setattr(environment, "detect", lambda: fake_env())
+    monkeypatch.setattr(platform, "detect", lambda: fake_env())
     backend, reason = choose_backend(spec, "auto")  # no engines at all
     assert backend == "onnxruntime" and "build-engines" in reason
     assert engines_status(spec).state is EnginesState.NO_ENGINES
@@ -74,7 +76,7 @@ def test_auto_backend_follows_engines_json(model_copy, onnx_sha, monkeypatch):
     assert status.usable and status.reason == "engines match this GPU and TensorRT" and status.error() is None
     assert choose_backend(spec, "auto") == ("tensorrt", "TensorRT engines built for this GPU were found")
     assert choose_backend(spec, "tensorrt") == ("tensorrt", "asked for with --backend tensorrt")
-    monkeypatch.setattr(environment, "detect", lambda: fake_env(trt="11.0.0"))
+    monkeypatch.setattr(platform, "detect", lambda: fake_env(trt="11.0.0"))
     backend, reason = choose_backend(spec, "auto")
     assert backend == "onnxruntime" and "TensorRT 10.3.0" in reason and "build-engines" in reason
     lines = doctor_lines(model_copy, env=fake_env(trt="11.0.0"))
@@ -100,7 +102,7 @@ def test_tensorrt_backend_errors_name_the_machine_or_the_engines(model_copy, onn
         (fake_env(trt="10.4.0"), EnginesState.STALE, ModelError, "TensorRT 10.3.0"),
     ]
     for env, state, error, words in cases:
-        monkeypatch.setattr(environment, "detect", lambda env=env: env)
+        monkeypatch.setattr(platform, "detect", lambda env=env: env)
         assert engines_status(spec).state is state
         with pytest.raises(error) as e:
             choose_backend(spec, "tensorrt")
@@ -108,10 +110,10 @@ def test_tensorrt_backend_errors_name_the_machine_or_the_engines(model_copy, onn
         assert choose_backend(spec, "auto")[0] == "onnxruntime"
     # The machine is checked before the folder: without TensorRT, missing engines are not the point.
     (model_copy / ENGINES_JSON).unlink()
-    monkeypatch.setattr(environment, "detect", lambda: fake_env(trt=None))
+    monkeypatch.setattr(platform, "detect", lambda: fake_env(trt=None))
     with pytest.raises(EnvironmentMissing):
         choose_backend(spec, "tensorrt")
-    monkeypatch.setattr(environment, "detect", lambda: fake_env())
+    monkeypatch.setattr(platform, "detect", lambda: fake_env())
     with pytest.raises(ModelError, match="no TensorRT engines"):
         choose_backend(spec, "tensorrt")
     with pytest.raises(UsageError):
@@ -134,7 +136,7 @@ def test_track_with_tensorrt_backend_without_tensorrt_exits_5(tiny_model_dir, vt
 @pytest.mark.slow
 def test_build_engines_cli_without_tensorrt(tiny_model_dir):
     try:
-        import tensorrt  # noqa: F401
+        importlib.import_module("tensorrt")
         pytest.skip("TensorRT is installed here: the missing-TensorRT path cannot be exercised")
     except ImportError:
         pass
@@ -150,11 +152,11 @@ def test_build_engines_cli_without_tensorrt(tiny_model_dir):
 
 @pytest.mark.slow
 def test_build_engines_names_what_is_missing(model_copy, monkeypatch):
-    monkeypatch.setattr(environment, "detect", lambda: fake_env(gpu=None))  # TensorRT, no GPU
+    monkeypatch.setattr(platform, "detect", lambda: fake_env(gpu=None))  # TensorRT, no GPU
     with pytest.raises(EnvironmentMissing) as e:
         build_engines(model_copy, log=lambda s: None)
     assert str(e.value) == "no CUDA GPU found: build-engines must run on the target NVIDIA GPU"
-    monkeypatch.setattr(environment, "detect", lambda: fake_env(gpu=None, trt=None))  # neither
+    monkeypatch.setattr(platform, "detect", lambda: fake_env(gpu=None, trt=None))  # neither
     with pytest.raises(EnvironmentMissing) as e:
         build_engines(model_copy, log=lambda s: None)
     assert str(e.value).startswith("TensorRT is not installed: pip install 'sam2trt[trt]'") and "no CUDA GPU" in str(e.value)
@@ -183,7 +185,8 @@ def test_doctor_cli(tiny_model_dir):
 
 def test_doctor_without_model_and_runner_import():
     lines = doctor_lines(None)
-    assert lines == machine_lines()
+    machine = machine_lines()
+    assert lines[:len(machine)] == machine and lines[len(machine)].startswith("OpenVINO"), lines
     assert lines[0].startswith("GPU") and any(line.startswith("TensorRT:") for line in lines)
     runner = tensorrt_backend.TensorRTRunner(tensorrt_backend.EngineFromPath("/nonexistent/image_encoder.engine"))
     assert runner.name == "image_encoder"
@@ -199,7 +202,7 @@ def test_detect_parses_nvidia_smi(tmp_path, monkeypatch):
                     "echo 'NVIDIA A10, 8.6, 23028, 550.54.15'\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
-    monkeypatch.setattr(environment, "import_cudart", lambda: None)
+    monkeypatch.setattr(platform, "import_cudart", lambda: None)
     env = detect()
     assert env.gpus == [GpuInfo("NVIDIA H100 80GB HBM3", "9.0", 79.6), GpuInfo("NVIDIA A10", "8.6", 22.5)]
     assert env.driver_version == "550.54.15" and env.gpu_source == "nvidia-smi"

@@ -17,7 +17,7 @@ import pytest
 from sam2trt.engine.build import profile_shapes
 from sam2trt.engine.fp16 import FP32_OPS, fp16_paths, fp16_source_sha256, write_all_fp16
 from sam2trt.errors import ModelError, UsageError
-from sam2trt.export.exporter import sha256_file
+from sam2trt.fileio import sha256_file
 from sam2trt.model_spec import MODULES, load_model_spec
 from sam2trt.runtime import onnxruntime_backend
 from tests.helpers import MIN_MEAN_IOU, link_model, mean_iou, track_masks

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sam2trt.engine import environment
+from sam2trt import platform
 from sam2trt.engine.build import FRAME_SIZE_PROFILE, _build_one, frame_profile, write_preprocess_onnx
 from sam2trt.engine.compat import (ENGINES_JSON, PREPROCESS_VARIANTS, FrameSizeProfile, engine_paths,
                                    frame_size_profile, preprocess_paths)
@@ -49,7 +49,7 @@ def trt(request, monkeypatch):
     trt = make_fake_trt(request.param)
     cuda = FakeCudart()
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    monkeypatch.setattr(environment, "import_cudart", lambda: cuda)
+    monkeypatch.setattr(platform, "import_cudart", lambda: cuda)
     trt.cuda = cuda  # test-only handle
     return trt
 
@@ -237,7 +237,7 @@ def test_an_engine_profile_other_than_engines_json_is_refused(spec, trt):
 
 
 def test_open_runners_attaches_preprocess_on_tensorrt_only(spec, trt, monkeypatch):
-    monkeypatch.setattr(environment, "detect", lambda: fake_env(trt=trt.__version__))
+    monkeypatch.setattr(platform, "detect", lambda: fake_env(trt=trt.__version__))
     write_engines(spec, version=trt.__version__)
     runners = make_runners(spec)
     assert set(runners) == set(MODULES) | {"preprocess"}
@@ -262,7 +262,7 @@ def test_engines_check_covers_the_preprocessing_engines(spec, monkeypatch):
     from sam2trt.engine.compat import EnginesState, check_engines_meta, describe_engines, engines_status
 
     env = fake_env()
-    monkeypatch.setattr(environment, "detect", lambda: env)
+    monkeypatch.setattr(platform, "detect", lambda: env)
     meta = write_engines(spec)
     assert check_engines_meta(spec, meta, env) is None
     assert engines_status(spec).usable

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from sam2trt.engine import environment
+from sam2trt import platform
 from sam2trt.errors import EnvironmentMissing, ModelError, RuntimeFailure
 from sam2trt.runtime.cuda_memory import CudaMemory, CudaTensor
 from sam2trt.runtime.tensorrt_backend import EngineFromPath, TensorRTRunner
@@ -29,7 +29,7 @@ def fake_engine(request, tmp_path, monkeypatch) -> tuple[FakeCudart, pathlib.Pat
     """``(cuda, engine path)``: the fake TensorRT (10 and 11) and cuda-python installed, and an engine file."""
     cuda = FakeCudart()
     monkeypatch.setitem(sys.modules, "tensorrt", make_fake_trt(request.param))
-    monkeypatch.setattr(environment, "import_cudart", lambda: cuda)
+    monkeypatch.setattr(platform, "import_cudart", lambda: cuda)
     path = tmp_path / "fake.engine"
     path.write_bytes(b"serialized")
     return cuda, path
@@ -75,7 +75,7 @@ def test_tensorrt_runner_takes_an_engine_or_a_loader(fake_engine):
 
 def test_missing_cuda_python_is_an_environment_error(fake_engine, monkeypatch):
     _, path = fake_engine
-    monkeypatch.setattr(environment, "import_cudart", lambda: None)
+    monkeypatch.setattr(platform, "import_cudart", lambda: None)
     with pytest.raises(EnvironmentMissing, match="cuda-python is not installed"):
         TensorRTRunner(EngineFromPath(path)).__enter__()
 

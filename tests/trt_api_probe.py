@@ -876,7 +876,7 @@ def run_cudart_flows(real_rt) -> dict:
     """Run the TensorRT runner (fake engine) and machine detection on :class:`CheckedCudart`."""
     import tempfile
 
-    from sam2trt.engine import environment
+    from sam2trt import platform
     from sam2trt.errors import RuntimeFailure
     from sam2trt.runtime import cuda_memory, tensorrt_backend
     from tests.fakes.cuda import FakeCudart
@@ -884,8 +884,8 @@ def run_cudart_flows(real_rt) -> dict:
 
     checked = CheckedCudart(real_rt, FakeCudart())
     out: dict = {"errors": []}
-    real_import = environment.import_cudart
-    environment.import_cudart = lambda: checked
+    real_import = platform.import_cudart
+    platform.import_cudart = lambda: checked
     saved_trt = sys.modules.get("tensorrt")
     sys.modules["tensorrt"] = make_fake_trt(real_trt_version())
     try:
@@ -914,21 +914,21 @@ def run_cudart_flows(real_rt) -> dict:
     except Exception:
         out["errors"].append(traceback.format_exc())
     finally:
-        environment.import_cudart = real_import
+        platform.import_cudart = real_import
         if saved_trt is not None:
             sys.modules["tensorrt"] = saved_trt
-    env = environment.detect()  # the real module: versions read, no device
+    env = platform.detect()  # the real module: versions read, no device
     out["detect"] = {"cuda_runtime_version": env.cuda_runtime_version, "gpus": len(env.gpus),
                      "gpu_source": env.gpu_source}
     # Detection again, told by the fake that one device exists, so that it asks the real
     # module for that device's properties (and skips it on the error).
     one_device = types.SimpleNamespace(cudaGetDeviceCount=lambda: (0, 1))
     detecting = CheckedCudart(real_rt, one_device)
-    environment.import_cudart = lambda: detecting
+    platform.import_cudart = lambda: detecting
     try:
-        out["detect_one_device_gpus"] = len(environment.detect().gpus)
+        out["detect_one_device_gpus"] = len(platform.detect().gpus)
     finally:
-        environment.import_cudart = real_import
+        platform.import_cudart = real_import
     for name, errs in detecting.calls.items():
         checked.calls.setdefault(name, []).extend(errs)
     out["calls"] = checked.calls

@@ -53,14 +53,15 @@ import time
 from typing import Callable
 
 from sam2trt import __version__
-from sam2trt.engine import environment
+from sam2trt import platform
 from sam2trt.engine.compat import (ENGINES_JSON, META_FORMAT, PREPROCESS_VARIANTS, FrameSizeProfile,
                                    check_engines_meta, engine_paths, preprocess_paths, read_engines_meta)
-from sam2trt.engine.environment import TRT_INSTALL_HINT
 from sam2trt.engine.fp16 import write_all_fp16
 from sam2trt.errors import EnvironmentMissing, ModelError, RuntimeFailure, UsageError
 from sam2trt.fileio import atomic_write, sha256_file
 from sam2trt.model_spec import MODULES, ModelSpec, load_model_spec
+from sam2trt.platform import TRT_INSTALL_HINT
+from sam2trt.preprocess_graph import build_preprocess_model_for
 
 TIMING_CACHE = "timing.cache"
 #: Largest number of prompt points per object in the mask decoder profile
@@ -239,8 +240,6 @@ def write_preprocess_onnx(spec: ModelSpec, log: Callable[[str], None] = print) -
     Raises:
         RuntimeFailure: a file cannot be written (disk full, read-only folder).
     """
-    from sam2trt.preprocess_graph import build_preprocess_model_for
-
     out = {}
     for variant, (onnx_path, _) in preprocess_paths(spec).items():
         data = build_preprocess_model_for(spec, vertical_first=PREPROCESS_VARIANTS[variant]).SerializeToString()
@@ -295,7 +294,7 @@ def build_engines(model_dir: str | os.PathLike, *, precision: str = "fp16", max_
     spec = load_model_spec(model_dir)
     profiles = profile_shapes(spec, max_objects)
     frames = frame_profile(max_frame_side)
-    env = environment.detect()
+    env = platform.detect()
     _check_environment(env)
     meta_path = spec.root / ENGINES_JSON
     want = {"precision": precision, "max_objects": max_objects, "profiles": _jsonable_profiles(profiles),

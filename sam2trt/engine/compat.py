@@ -34,17 +34,16 @@ import os
 import pathlib
 from dataclasses import dataclass
 
-from sam2trt.engine import environment
-from sam2trt.engine.environment import TRT_INSTALL_HINT, Environment
+from sam2trt import platform
 from sam2trt.errors import EnvironmentMissing, ModelError, Sam2TrtError
 from sam2trt.fileio import sha256_file
 from sam2trt.model_spec import MODULES, ModelSpec
+from sam2trt.platform import CUDA_PYTHON_HINT, TRT_INSTALL_HINT, Environment
 
 ENGINES_JSON = "engines.json"
 ENGINE_SUFFIX = ".engine"
 #: ``format_version`` of ``engines.json`` written by :func:`sam2trt.engine.build.build_engines`.
 META_FORMAT = 1
-CUDA_PYTHON_HINT = "pip install 'sam2trt[trt]' or pip install cuda-python"
 #: The preprocessing graph's variants: ``{name: vertical_first}``. ``<name>.onnx`` and
 #: ``<name>.engine`` live in the model folder; the runner picks the variant per frame size with
 #: :func:`sam2trt.tracker.processing.pil_resizes_vertically_first` (PIL's pass order).
@@ -227,7 +226,7 @@ def check_engines_meta(spec: ModelSpec, meta: dict, env: Environment) -> str | N
     Args:
         spec: the model folder.
         meta: parsed ``engines.json``.
-        env: a :class:`sam2trt.engine.environment.Environment`.
+        env: a :class:`sam2trt.platform.Environment`.
 
     Returns:
         None when compatible, else one line naming what differs and ending with
@@ -276,7 +275,7 @@ def engines_status(spec: ModelSpec, env: Environment | None = None) -> EnginesSt
 
     Args:
         spec: the model folder.
-        env: a precomputed :func:`sam2trt.engine.environment.detect` (default: detect now).
+        env: a precomputed :func:`sam2trt.platform.detect` (default: detect now).
 
     Returns:
         An :class:`EnginesStatus`. Checked in order: TensorRT importable,
@@ -284,7 +283,7 @@ def engines_status(spec: ModelSpec, env: Environment | None = None) -> EnginesSt
         EnvironmentMissing, exit 5); then ``engines.json`` present and readable,
         and :func:`check_engines_meta` (ModelError, exit 3).
     """
-    env = env if env is not None else environment.detect()
+    env = env if env is not None else platform.detect()
     if env.tensorrt_version is None:
         return EnginesStatus(EnginesState.TENSORRT_MISSING, f"TensorRT is not installed: {TRT_INSTALL_HINT}")
     if env.cuda_runtime_version is None:

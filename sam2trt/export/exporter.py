@@ -6,6 +6,7 @@ Needs the ``export`` extra (torch, hydra-core, iopath, onnx) and the official
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pathlib
@@ -21,7 +22,11 @@ import numpy as np
 from sam2trt import __version__
 from sam2trt.fileio import sha256_file
 from sam2trt.errors import InputError, ModelError, RuntimeFailure
+from sam2trt.lazy import lazy_import
 from sam2trt.model_spec import MODEL_FILES, MODEL_JSON, MODULE_IO, FORMAT_VERSION
+
+#: The export wrappers (:mod:`sam2trt.export.modules`): its top level imports torch and sam2.
+modules = lazy_import("sam2trt.export.modules")
 
 # Official config names -> hydra config paths inside the ``sam2`` package.
 CONFIGS = {
@@ -42,16 +47,20 @@ VERIFY_RTOL = 1e-3
 
 
 def _import_torch():
+    """``torch``, after checking that the official ``sam2`` package imports too.
+
+    Raises:
+        InputError: either is missing, with the install commands.
+    """
     try:
-        import torch  # noqa: F401
-        import sam2  # noqa: F401
+        import torch
+
+        importlib.import_module("sam2")
     except ImportError as e:  # pragma: no cover - depends on the install
         raise InputError(
             f"exporting needs PyTorch and the official sam2 package ({e.name} is missing): "
             "pip install 'sam2trt[export]' && pip install --no-deps sam2==1.1.0"
         ) from None
-    import torch
-
     return torch
 
 
@@ -189,8 +198,6 @@ class _ModuleSpec:
 def _module_specs(model) -> list[_ModuleSpec]:
     import torch
 
-    from sam2trt.export import modules as M
-
     S = model.image_size
     hw = model.sam_image_embedding_size
     C, Cm = model.hidden_dim, model.mem_dim
@@ -221,21 +228,21 @@ def _module_specs(model) -> list[_ModuleSpec]:
 
     obj = "num_objects"
     return [
-        _ModuleSpec("image_encoder", M.ImageEncoder, image, {}),
-        _ModuleSpec("memory_attention", M.MemoryAttention, mem_attn, {
+        _ModuleSpec("image_encoder", modules.ImageEncoder, image, {}),
+        _ModuleSpec("memory_attention", modules.MemoryAttention, mem_attn, {
             "maskmem_features": {0: obj, 1: "num_memories"},
             "memory_tpos_enc": {0: "num_memories"},
             "obj_ptrs": {0: obj, 1: "num_obj_ptrs"},
             "obj_ptr_tpos": {0: "num_obj_ptrs"},
             "pix_feat_with_mem": {0: obj},
         }),
-        _ModuleSpec("mask_decoder", M.MaskDecoder, mask_dec, {
+        _ModuleSpec("mask_decoder", modules.MaskDecoder, mask_dec, {
             "pix_feat": {0: obj}, "point_coords": {0: obj, 1: "num_points"},
             "point_labels": {0: obj, 1: "num_points"}, "mask_input": {0: obj}, "has_mask_input": {0: obj},
             "low_res_masks": {0: obj}, "iou_predictions": {0: obj}, "obj_ptrs": {0: obj},
             "object_score_logits": {0: obj},
         }),
-        _ModuleSpec("memory_encoder", M.MemoryEncoder, mem_enc, {
+        _ModuleSpec("memory_encoder", modules.MemoryEncoder, mem_enc, {
             "mask_logits": {0: obj}, "object_score_logits": {0: obj}, "binarize_mask": {0: obj},
             "maskmem_features": {0: obj},
         }),

@@ -32,8 +32,9 @@ import weakref
 
 import numpy as np
 
-from sam2trt.engine import environment
+from sam2trt import platform
 from sam2trt.errors import EnvironmentMissing, RuntimeFailure
+from sam2trt.platform import CUDA_PYTHON_HINT
 
 #: TensorRT wants tensor addresses aligned to 256 bytes; pool blocks are.
 ALIGNMENT = 256
@@ -45,10 +46,9 @@ def import_cudart():
     Raises:
         EnvironmentMissing: cuda-python is not installed (exit 5).
     """
-    rt = environment.import_cudart()
+    rt = platform.import_cudart()
     if rt is None:
-        raise EnvironmentMissing("cuda-python is not installed (the TensorRT backend needs it): "
-                                 "pip install 'sam2trt[trt]' or pip install cuda-python")
+        raise EnvironmentMissing(f"cuda-python is not installed (the TensorRT backend needs it): {CUDA_PYTHON_HINT}")
     return rt
 
 

@@ -46,7 +46,10 @@ from typing import Collection
 
 import numpy as np
 
+from sam2trt import __version__
+from sam2trt.errors import ModelError
 from sam2trt.model_spec import FORMAT_VERSION, MODEL_JSON, MODULES, ModelSpec
+from sam2trt.runtime.base import ModuleRunners
 
 BACKEND = "null"
 CODE_SIZE = 6
@@ -102,8 +105,6 @@ def host_only_model_description(config: str = "sam2.1_hiera_t", seed: int = 0) -
     """
     if config not in HOST_ONLY_CONFIGS:
         raise ValueError(f"no host-only description for {config!r}: use one of {', '.join(HOST_ONLY_CONFIGS)}")
-    from sam2trt import __version__
-
     d = {"format_version": FORMAT_VERSION, "sam2trt_version": __version__, **_HIERA_T}
     rng = np.random.default_rng(seed)
     d["constants"] = {
@@ -144,8 +145,6 @@ def host_only_spec(root: str | pathlib.Path | None = None, config: str = "sam2.1
         sam2trt.errors.ModelError: ``root/model.json`` is missing, unreadable or
             from another format version.
     """
-    from sam2trt.errors import ModelError
-
     if root is None:
         raw, root = host_only_model_description(config, seed), pathlib.Path(".")
     else:
@@ -513,8 +512,6 @@ def open_null_runners(spec, threads: int | None = None):
 
     ``backend`` is ``"null"``; ``reason`` says the outputs are placeholders.
     """
-    from sam2trt.runtime.base import ModuleRunners
-
     runners = make_runners(spec, threads)
     with contextlib.ExitStack() as stack:
         active = {name: stack.enter_context(runners[name]) for name in MODULES}

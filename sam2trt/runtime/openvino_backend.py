@@ -35,8 +35,10 @@ from typing import Collection
 
 import numpy as np
 
+from sam2trt import platform
 from sam2trt.errors import EnvironmentMissing, Interrupted, ModelError, RuntimeFailure, UsageError
 from sam2trt.model_spec import MODULES, ModelSpec, check_io_names
+from sam2trt.platform import OPENVINO_INSTALL_HINT, OpenVinoInfo
 from sam2trt.runtime.base import to_host
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -47,7 +49,7 @@ _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 SNIPPETS_OFF = frozenset({"image_encoder", "memory_attention"})
 """Modules compiled with ``SNIPPETS_MODE = DISABLE`` (see the module docstring)."""
 
-INSTALL_HINT = "pip install 'sam2trt[openvino]'"
+INSTALL_HINT = OPENVINO_INSTALL_HINT
 
 STATIC_AFTER = 2
 """A module with dynamic inputs runs on one dynamically shaped compiled model; the
@@ -324,30 +326,18 @@ def make_runners(spec: ModelSpec, threads: int | None = None, precision: str = "
             for name in MODULES}
 
 
-def doctor_lines() -> list[str]:
-    """The OpenVINO part of ``sam2trt doctor``: version, devices with their precisions, what ``--precision auto`` runs.
+def doctor_lines(info: OpenVinoInfo | None = None) -> list[str]:
+    """The OpenVINO part of ``sam2trt doctor``: :func:`sam2trt.platform.openvino_lines`, then what ``--precision auto`` runs.
+
+    Args:
+        info: a precomputed :func:`sam2trt.platform.detect_openvino` result (default: detect now).
 
     Never raises: without OpenVINO the line says how to install it.
     """
-    try:
-        import openvino as ov
-    except ImportError:
-        return [f"OpenVINO: not installed (--backend openvino needs it: {INSTALL_HINT})"]
-    try:
-        core = ov.Core()
-        devices = list(core.available_devices)
-    except Exception as e:  # a broken install: say so, do not fail the report
-        return [f"OpenVINO {ov.__version__}: cannot list devices ({str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__})"]
-    lines = [f"OpenVINO: {ov.__version__.split('-')[0]}, devices: {', '.join(devices) or 'none'}"]
-    for dev in devices:
-        try:
-            name = core.get_property(dev, "FULL_DEVICE_NAME")
-            caps = [str(c) for c in core.get_property(dev, "OPTIMIZATION_CAPABILITIES")]
-        except Exception:
-            name, caps = dev, []
-        lines.append(f"  OpenVINO {dev}: {name}; precisions {', '.join(c for c in caps if c in ('FP32', 'BF16', 'FP16', 'INT8')) or 'unknown'}"
-                     + ("" if dev == "CPU" else " (sam2trt runs OpenVINO on the CPU only)"))
-    if "CPU" in devices:
-        chosen, why = resolve_precision("auto", cpu_capabilities(core))
+    info = info or platform.detect_openvino()
+    lines = platform.openvino_lines(info)
+    cpu = info.device("CPU") if info.error is None else None
+    if cpu is not None:
+        chosen, why = resolve_precision("auto", cpu.capabilities)
         lines.append(f"  track --backend openvino --precision auto: {chosen} ({why})")
     return lines

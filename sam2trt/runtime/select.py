@@ -12,22 +12,19 @@ OpenVINO"). Its ``--precision`` (auto, fp32, bf16) belongs to it alone:
 :func:`check_precision`. Without OpenVINO installed, asking for it is
 EnvironmentMissing (exit 5).
 
-Also the ``doctor`` report (:func:`doctor_lines`): machine detection
-(:mod:`sam2trt.engine.environment`) composed with the engines and this choice.
+``sam2trt doctor`` (:func:`sam2trt.cli.doctor_lines`) reports this choice for a model folder.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 
-from sam2trt.engine import environment
-from sam2trt.engine.compat import describe_engines, engines_status
-from sam2trt.errors import Sam2TrtError, UsageError
-from sam2trt.model_spec import MODULES, ModelSpec, load_model_spec
+from sam2trt.engine.compat import engines_status
+from sam2trt.errors import UsageError
+from sam2trt.model_spec import MODULES, ModelSpec
+from sam2trt.platform import Environment
 from sam2trt.runtime.base import ModuleRunners
 from sam2trt.runtime.onnxruntime_backend import make_runners as onnxruntime_runners
-from sam2trt.runtime.openvino_backend import doctor_lines as openvino_doctor_lines
 from sam2trt.runtime.openvino_backend import PRECISIONS as OPENVINO_PRECISIONS
 from sam2trt.runtime.openvino_backend import import_openvino
 from sam2trt.runtime.openvino_backend import make_runners as openvino_runners
@@ -50,13 +47,13 @@ def check_precision(backend: str, precision: str | None) -> None:
 
 
 def choose_backend(spec: ModelSpec, backend: str = "auto",
-                   env: environment.Environment | None = None) -> tuple[str, str]:
+                   env: Environment | None = None) -> tuple[str, str]:
     """Pick the backend for ``spec``'s folder.
 
     Args:
         spec: the loaded model folder.
         backend: ``auto``, ``onnxruntime``, ``tensorrt`` or ``openvino``.
-        env: a precomputed :func:`sam2trt.engine.environment.detect` (default: detect when needed).
+        env: a precomputed :func:`sam2trt.platform.detect` (default: detect when needed).
 
     Returns:
         ``(backend, reason)`` -- the reason is a short human-readable sentence.
@@ -126,39 +123,3 @@ def open_runners(spec: ModelSpec, backend: str = "auto", *, threads: int | None 
         if runners.get("preprocess") is not None:
             active["preprocess"] = stack.enter_context(runners["preprocess"])
         yield ModuleRunners(**active, backend=chosen, reason=reason)
-
-
-def doctor_lines(model_dir: str | os.PathLike | None = None,
-                 env: environment.Environment | None = None) -> list[str]:
-    """The ``sam2trt doctor`` report.
-
-    Args:
-        model_dir: a model folder; when given, adds the model, what its
-            ``engines.json`` says, and which backend ``track --backend auto``
-            would pick for it and why.
-        env: a precomputed :func:`sam2trt.engine.environment.detect` (default: detect now).
-
-    Returns:
-        Lines without trailing newlines: :func:`sam2trt.engine.environment.machine_lines`
-        first. Never raises for a bad model folder: its error becomes a line.
-    """
-    env = env or environment.detect()
-    lines = environment.machine_lines(env)
-    lines += openvino_doctor_lines()
-    if model_dir is None:
-        return lines
-    try:
-        spec = load_model_spec(model_dir)
-    except Sam2TrtError as e:
-        lines.append(f"model: {e}")
-        return lines
-    lines.append(f"model: {spec.root} ({spec.config})")
-    engines = describe_engines(spec)
-    if engines:
-        lines.append(engines)
-    try:
-        backend, reason = choose_backend(spec, "auto", env)
-    except Sam2TrtError as e:
-        backend, reason = "none", str(e)
-    lines.append(f"track --backend auto: {backend} ({reason})")
-    return lines

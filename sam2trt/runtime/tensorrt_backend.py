@@ -41,21 +41,20 @@ loaded or a runner is activated, so importing this module works without them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
+from collections import OrderedDict
 from typing import Collection
 
 import numpy as np
 
 from sam2trt.engine.build import create_trt_object
-import contextlib
-from collections import OrderedDict
-
 from sam2trt.engine.compat import (PREPROCESS_VARIANTS, FrameSizeProfile, engine_paths, frame_size_profile,
                                    preprocess_paths, read_engines_meta, rebuild_hint)
-from sam2trt.engine.environment import TRT_INSTALL_HINT
 from sam2trt.errors import EnvironmentMissing, ModelError, RuntimeFailure
 from sam2trt.model_spec import MODULES, ModelSpec
+from sam2trt.platform import TRT_INSTALL_HINT
 from sam2trt.runtime.base import to_host
 from sam2trt.runtime.cuda_memory import ALIGNMENT, CudaMemory, CudaTensor, import_cudart
 from sam2trt.tracker.processing import frame_resize_weights, pil_resizes_vertically_first

@@ -1,12 +1,16 @@
-"""What this machine has: GPUs, driver, CUDA runtime, TensorRT, ONNX Runtime.
+"""What this machine has: GPUs, driver, CUDA runtime, TensorRT, ONNX Runtime, OpenVINO; and how to install what is missing.
 
 Everything is detected lazily and never raises: a missing package, library or
 binary just leaves the field empty. GPUs come from cuda-python when it is
 installed (``cuda.bindings.runtime``, or the older ``cuda.cudart``), else from
-``nvidia-smi``; without either, no GPU is reported.
+``nvidia-smi``; without either, no GPU is reported. OpenVINO is probed apart
+(:func:`detect_openvino`): importing it and listing its devices takes a
+second, which ``track`` (it calls :func:`detect` to choose a backend) should
+not pay.
 
-A leaf: imports no other ``sam2trt`` module (``doctor`` composes these lines
-with the backend choice in :func:`sam2trt.runtime.select.doctor_lines`).
+A leaf: imports no other ``sam2trt`` module. ``sam2trt doctor``
+(:func:`sam2trt.cli.doctor_lines`) composes these lines with what the model
+folder's engines say and the backend ``track`` would choose.
 """
 
 from __future__ import annotations
@@ -15,8 +19,15 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
+#: How to install what the TensorRT backend needs (``build-engines`` and ``--backend tensorrt``).
 TRT_INSTALL_HINT = ("pip install 'sam2trt[trt]' (TensorRT wheels come from NVIDIA's index: "
                     "pip install --extra-index-url https://pypi.nvidia.com tensorrt)")
+#: How to install cuda-python, which the TensorRT backend also needs.
+CUDA_PYTHON_HINT = "pip install 'sam2trt[trt]' or pip install cuda-python"
+#: How to install ONNX Runtime (a core dependency: missing only in a broken install).
+ONNXRUNTIME_INSTALL_HINT = "pip install onnxruntime"
+#: How to install OpenVINO (``--backend openvino``).
+OPENVINO_INSTALL_HINT = "pip install 'sam2trt[openvino]'"
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,42 @@ class Environment:
     onnxruntime_version: str | None = None
     onnxruntime_providers: list[str] = field(default_factory=list)
     gpu_source: str | None = None
+
+
+@dataclass(frozen=True)
+class OpenVinoDevice:
+    """One OpenVINO device.
+
+    Attributes:
+        name: OpenVINO's device name, e.g. ``"CPU"``, ``"GPU.0"``.
+        full_name: its ``FULL_DEVICE_NAME`` (the CPU model), or ``name`` when unreadable.
+        capabilities: its ``OPTIMIZATION_CAPABILITIES``, e.g. ``["FP32", "BF16", "INT8"]``
+            (empty when unreadable).
+    """
+
+    name: str
+    full_name: str
+    capabilities: tuple[str, ...] = ()
+
+
+@dataclass
+class OpenVinoInfo:
+    """The result of :func:`detect_openvino`.
+
+    Attributes:
+        version: ``openvino.__version__`` (e.g. ``"2025.3.0-19807-..."``), or None when not importable.
+        devices: the devices ``openvino.Core().available_devices`` lists, in its order.
+        error: first line of the error raised while listing devices (a broken
+            install), else None.
+    """
+
+    version: str | None = None
+    devices: list[OpenVinoDevice] = field(default_factory=list)
+    error: str | None = None
+
+    def device(self, name: str) -> OpenVinoDevice | None:
+        """The device called ``name`` (e.g. ``"CPU"``), or None."""
+        return next((d for d in self.devices if d.name == name), None)
 
 
 def import_cudart():
@@ -167,6 +214,57 @@ def detect() -> Environment:
     return env
 
 
+def detect_openvino() -> OpenVinoInfo:
+    """Probe OpenVINO: version and devices with their precisions (never raises; about a second).
+
+    Returns:
+        An :class:`OpenVinoInfo`; ``version`` None when OpenVINO is not installed.
+    """
+    info = OpenVinoInfo()
+    try:
+        import openvino as ov
+    except ImportError:
+        return info
+    info.version = str(ov.__version__)
+    try:
+        core = ov.Core()
+        names = list(core.available_devices)
+    except Exception as e:  # a broken install: say so, do not fail the report
+        text = str(e).strip()
+        info.error = text.splitlines()[0][:120] if text else type(e).__name__
+        return info
+    for dev in names:
+        try:
+            full = core.get_property(dev, "FULL_DEVICE_NAME")
+            caps = tuple(str(c) for c in core.get_property(dev, "OPTIMIZATION_CAPABILITIES"))
+        except Exception:
+            full, caps = dev, ()
+        info.devices.append(OpenVinoDevice(dev, str(full), caps))
+    return info
+
+
+def openvino_lines(info: OpenVinoInfo | None = None) -> list[str]:
+    """The OpenVINO part of ``sam2trt doctor``: version, then one line per device with its precisions.
+
+    Args:
+        info: a precomputed :func:`detect_openvino` result (default: detect now).
+
+    Returns:
+        Lines without trailing newlines; without OpenVINO one line with its install hint.
+    """
+    info = info or detect_openvino()
+    if info.version is None:
+        return [f"OpenVINO: not installed (--backend openvino needs it: {OPENVINO_INSTALL_HINT})"]
+    if info.error is not None:
+        return [f"OpenVINO {info.version}: cannot list devices ({info.error})"]
+    lines = [f"OpenVINO: {info.version.split('-')[0]}, devices: {', '.join(d.name for d in info.devices) or 'none'}"]
+    for d in info.devices:
+        precisions = ', '.join(c for c in d.capabilities if c in ('FP32', 'BF16', 'FP16', 'INT8')) or 'unknown'
+        lines.append(f"  OpenVINO {d.name}: {d.full_name}; precisions {precisions}"
+                     + ("" if d.name == "CPU" else " (sam2trt runs OpenVINO on the CPU only)"))
+    return lines
+
+
 def machine_lines(env: Environment | None = None) -> list[str]:
     """The machine part of ``sam2trt doctor``: GPUs, driver, CUDA runtime, TensorRT, ONNX Runtime.
 
@@ -195,5 +293,5 @@ def machine_lines(env: Environment | None = None) -> list[str]:
     if env.onnxruntime_version:
         lines.append(f"ONNX Runtime: {env.onnxruntime_version} (providers: {', '.join(env.onnxruntime_providers) or 'none'})")
     else:
-        lines.append("ONNX Runtime: not installed (pip install onnxruntime)")
+        lines.append(f"ONNX Runtime: not installed ({ONNXRUNTIME_INSTALL_HINT})")
     return lines
