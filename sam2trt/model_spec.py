@@ -13,7 +13,7 @@ import json
 import os
 import pathlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -26,22 +26,58 @@ MODULES = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder"
 MODEL_FILES = {name: f"{name}.onnx" for name in MODULES}
 
 
+#: The dynamic dimensions of the module graphs: ``{symbol: the ONNX dimension name the export writes}``.
+#: ``B`` objects tracked at once, ``T`` memory frames, ``P`` object pointers, ``N`` prompt points per object.
+DYNAMIC_DIMS = {"B": "num_objects", "T": "num_memories", "P": "num_obj_ptrs", "N": "num_points"}
+
+
+def static_dims(raw: Mapping[str, Any]) -> dict[str, int]:
+    """The static symbols of :data:`MODULE_IO`'s shapes, from a parsed ``model.json`` (or the exporter's description).
+
+    Returns:
+        ``{"S": image_size, "H": feat_size, "C": hidden_dim, "Cm": mem_dim,
+        "L": 4 * feat_size (low-resolution mask side), "C0", "H0", "W0", "C1",
+        "H1", "W1": the two high-resolution feature shapes}``, all in
+        elements (pixels or channels).
+    """
+    (c0, h0, w0), (c1, h1, w1) = raw["high_res_feat_shapes"]
+    return {"S": raw["image_size"], "H": raw["feat_size"], "C": raw["hidden_dim"], "Cm": raw["mem_dim"],
+            "L": 4 * raw["feat_size"], "C0": c0, "H0": h0, "W0": w0, "C1": c1, "H1": h1, "W1": w1}
+
+
 @dataclass(frozen=True)
 class ModuleIO:
-    """One module's ONNX input and output names, in graph order.
+    """One module's ONNX inputs and outputs, in graph order, with their symbolic shapes.
+
+    A shape is a tuple of ints and symbols: the dynamic ones of
+    :data:`DYNAMIC_DIMS` (``B``, ``T``, ``P``, ``N``) and the static ones of
+    :func:`static_dims` (``C``, ``H``, ...). Every tensor is float32 except
+    those named in ``int32``.
 
     Attributes:
-        inputs: every input the module can have (shapes and dtypes in
-            :mod:`sam2trt.export.modules`).
-        outputs: its outputs.
+        input_shapes: ``{input: shape}`` for every input the module can have
+            (what each holds: :mod:`sam2trt.export.modules`).
+        output_shapes: ``{output: shape}``.
         conditional: inputs that exist only when a ``model.json`` switch is
             true, ``{input: switch}``; the exporter leaves them out of the graph
             otherwise (the model has nothing that reads them).
+        int32: the int32 tensors.
     """
 
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
+    input_shapes: dict
+    output_shapes: dict
     conditional: dict = field(default_factory=dict)
+    int32: frozenset = frozenset()
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Every input name, in graph order."""
+        return tuple(self.input_shapes)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The output names, in graph order."""
+        return tuple(self.output_shapes)
 
     def input_names(self, switches) -> tuple[str, ...]:
         """The inputs present for a model with these ``model.json`` switches.
@@ -54,22 +90,60 @@ class ModuleIO:
         """
         return tuple(n for n in self.inputs if n not in self.conditional or switches.get(self.conditional[n], True))
 
+    def symbols(self, name: str) -> tuple:
+        """The symbolic shape of input or output ``name`` (KeyError for another name)."""
+        return self.input_shapes[name] if name in self.input_shapes else self.output_shapes[name]
 
-#: Every module's inputs and outputs. SAM 2.0 and 2.1 differ in two inputs:
+    def shape(self, name: str, dims: Mapping[str, int]) -> tuple[int, ...]:
+        """The shape of ``name`` with each symbol replaced by ``dims[symbol]`` (ints stay)."""
+        return tuple(d if isinstance(d, int) else int(dims[d]) for d in self.symbols(name))
+
+    def dtype(self, name: str) -> np.dtype:
+        """``np.int32`` for the tensors in ``int32``, else ``np.float32``."""
+        return np.dtype(np.int32 if name in self.int32 else np.float32)
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """``torch.onnx.export``'s ``dynamic_axes``: ``{tensor: {axis: ONNX dimension name}}``.
+
+        Every input and output with a :data:`DYNAMIC_DIMS` symbol; the others
+        (fully static) are left out.
+        """
+        out = {}
+        for name, shape in {**self.input_shapes, **self.output_shapes}.items():
+            axes = {k: DYNAMIC_DIMS[d] for k, d in enumerate(shape) if d in DYNAMIC_DIMS}
+            if axes:
+                out[name] = axes
+        return out
+
+
+#: Every module's inputs and outputs with their symbolic shapes: the one table the
+#: exporter (names, ``dynamic_axes``), the TensorRT profiles
+#: (:func:`sam2trt.engine.build.profile_shapes`), the runners and the profiling
+#: script read. SAM 2.0 and 2.1 differ in two inputs:
 #: ``memory_encoder.object_score_logits`` feeds ``no_obj_embed_spatial`` (2.1
 #: only) and ``memory_attention.obj_ptr_tpos`` feeds the object pointers'
 #: temporal encoding (``add_tpos_enc_to_obj_ptrs``, 2.1 only).
 MODULE_IO = {
-    "image_encoder": ModuleIO(("image",), ("high_res_feat0", "high_res_feat1", "vision_feat")),
+    "image_encoder": ModuleIO(
+        {"image": (1, 3, "S", "S")},
+        {"high_res_feat0": (1, "C0", "H0", "W0"), "high_res_feat1": (1, "C1", "H1", "W1"),
+         "vision_feat": (1, "C", "H", "H")}),
     "memory_attention": ModuleIO(
-        ("vision_feat", "maskmem_features", "memory_tpos_enc", "obj_ptrs", "obj_ptr_tpos"), ("pix_feat_with_mem",),
+        {"vision_feat": (1, "C", "H", "H"), "maskmem_features": ("B", "T", "Cm", "H", "H"),
+         "memory_tpos_enc": ("T", "Cm"), "obj_ptrs": ("B", "P", "C"), "obj_ptr_tpos": ("P",)},
+        {"pix_feat_with_mem": ("B", "C", "H", "H")},
         {"obj_ptr_tpos": "add_tpos_enc_to_obj_ptrs"}),
     "mask_decoder": ModuleIO(
-        ("pix_feat", "high_res_feat0", "high_res_feat1", "point_coords", "point_labels", "mask_input",
-         "has_mask_input"),
-        ("low_res_masks", "iou_predictions", "obj_ptrs", "object_score_logits")),
+        {"pix_feat": ("B", "C", "H", "H"), "high_res_feat0": (1, "C0", "H0", "W0"),
+         "high_res_feat1": (1, "C1", "H1", "W1"), "point_coords": ("B", "N", 2), "point_labels": ("B", "N"),
+         "mask_input": ("B", 1, "L", "L"), "has_mask_input": ("B",)},
+        {"low_res_masks": ("B", 4, "L", "L"), "iou_predictions": ("B", 4), "obj_ptrs": ("B", 4, "C"),
+         "object_score_logits": ("B", 1)},
+        int32=frozenset({"point_labels"})),
     "memory_encoder": ModuleIO(
-        ("vision_feat", "mask_logits", "object_score_logits", "binarize_mask"), ("maskmem_features",),
+        {"vision_feat": (1, "C", "H", "H"), "mask_logits": ("B", 1, "L", "L"), "object_score_logits": ("B", 1),
+         "binarize_mask": ("B",)},
+        {"maskmem_features": ("B", "Cm", "H", "H")},
         {"object_score_logits": "no_obj_embed_spatial"}),
 }
 
@@ -108,6 +182,18 @@ class ModelSpec:
     def input_names(self, module: str) -> tuple[str, ...]:
         """The ONNX inputs of ``module`` for this model (:data:`MODULE_IO` and its switches)."""
         return MODULE_IO[module].input_names(self.raw)
+
+    def input_shapes(self, module: str, **sizes: int) -> dict[str, tuple[int, ...]]:
+        """``{input: shape}`` of ``module``'s inputs for this model (:meth:`input_names`), from :data:`MODULE_IO`.
+
+        Args:
+            module: a name in :data:`MODULES`.
+            **sizes: a value for each dynamic symbol the inputs use (``B``, ``T``, ``P``, ``N``).
+        Raises:
+            KeyError: a dynamic symbol without a size.
+        """
+        io, dims = MODULE_IO[module], {**static_dims(self.raw), **sizes}
+        return {name: io.shape(name, dims) for name in self.input_names(module)}
 
     def path(self, module: str) -> pathlib.Path:
         """Path of a module's ONNX file (``module`` in :data:`MODULES`)."""

@@ -8,8 +8,10 @@ sam2) on the same input and thread count.
 
     python scripts/profile_onnxruntime.py --model engines/sam2.1_hiera_t_random --threads 2 [--official]
 
-Inputs are random at the steady-state shapes: one object, a full memory bank
-(``num_maskmem`` frames, 16 object pointers), one prompt point.
+Inputs are random at the steady-state shapes, the ``opt`` shapes of the
+TensorRT profiles: one object, a full memory bank (``num_maskmem`` frames,
+``max_obj_ptrs_in_encoder`` object pointers), one prompt point. Shapes and
+dtypes come from the module table (``sam2trt.model_spec.MODULE_IO``).
 """
 
 from __future__ import annotations
@@ -22,33 +24,39 @@ import tempfile
 import time
 
 import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from sam2trt.bench import machine_description
+from sam2trt.engine.build import dimension_ranges
+from sam2trt.export.exporter import build_model
+from sam2trt.model_spec import MODULE_IO, MODULES, ModelSpec, load_model_spec
+from sam2trt.runtime.onnxruntime_backend import session_options
 
 MATMUL_OPS = {"MatMul", "FusedMatMul", "Gemm", "MatMulInteger"}
 
 
-def steady_feed(session, num_maskmem: int) -> dict[str, np.ndarray]:
-    """Random inputs for ``session`` with symbolic dimensions at the steady-state sizes."""
-    sizes = {"num_objects": 1, "num_memories": num_maskmem, "num_obj_ptrs": 16, "num_points": 1}
+def steady_feed(spec: ModelSpec, module: str) -> dict[str, np.ndarray]:
+    """Random inputs of ``module`` (those its graph has for this model) at the steady-state sizes.
+
+    Shapes are :data:`~sam2trt.model_spec.MODULE_IO`'s with each dynamic symbol
+    at its ``opt`` value of :func:`sam2trt.engine.build.dimension_ranges`;
+    values are uniform in [0, 1), int32 inputs are 0.
+    """
+    sizes = {sym: opt for sym, (_, opt, _) in dimension_ranges(spec, max_objects=1).items()}
     rng = np.random.default_rng(0)
-    feed = {}
-    for i in session.get_inputs():
-        shape = [d if isinstance(d, int) else sizes.get(d, 1) for d in i.shape]
-        dtype = np.int32 if "int32" in i.type else np.float32
-        feed[i.name] = rng.random(shape).astype(dtype)
-    return feed
+    io = MODULE_IO[module]
+    return {name: rng.random(shape).astype(io.dtype(name))
+            for name, shape in spec.input_shapes(module, **sizes).items()}
 
 
-def profile(path: str, threads: int, num_maskmem: int, runs: int) -> tuple[float, collections.Counter]:
+def profile(spec: ModelSpec, module: str, threads: int, runs: int) -> tuple[float, collections.Counter]:
     """``(wall ms per run, kernel ms per run by op type)`` of one module."""
-    import onnxruntime as ort
-
-    from sam2trt.runtime.onnxruntime_backend import session_options
-
     so = session_options(threads)
     so.enable_profiling = True
     so.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "ort")
-    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    feed = steady_feed(sess, num_maskmem)
+    sess = ort.InferenceSession(str(spec.path(module)), so, providers=["CPUExecutionProvider"])
+    feed = steady_feed(spec, module)
     sess.run(None, feed)  # warm-up (profiled too; subtracted below by counting runs)
     t0 = time.perf_counter()
     for _ in range(runs):
@@ -64,11 +72,6 @@ def profile(path: str, threads: int, num_maskmem: int, runs: int) -> tuple[float
 
 def matmul_rate(threads: int, n: int = 2048) -> float:
     """GFLOP/s of one n x n x n fp32 MatMul in ONNX Runtime with the tracker's session options."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-
-    from sam2trt.runtime.onnxruntime_backend import session_options
-
     io = [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "abc"]
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm", io[:2], io[2:])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
@@ -84,8 +87,6 @@ def matmul_rate(threads: int, n: int = 2048) -> float:
 def official_image_encoder_ms(config: str, threads: int, runs: int) -> float:
     """Median ms of the official ``forward_image`` (random weights: speed does not depend on them)."""
     import torch
-
-    from sam2trt.export.exporter import build_model
 
     torch.set_num_threads(threads)
     model = build_model(config, seed=0).eval()
@@ -108,14 +109,11 @@ def main() -> None:
     p.add_argument("--official", action="store_true", help="also time the official PyTorch image encoder")
     args = p.parse_args()
 
-    from sam2trt.bench import machine_description
-    from sam2trt.model_spec import MODULES, load_model_spec
-
     spec = load_model_spec(args.model)
     m = machine_description()
     print(f"machine: {m['cpu']}, {m['cores']} cores; ONNX Runtime, {args.threads} threads")
     for name in MODULES:
-        wall, by_op = profile(str(spec.path(name)), args.threads, spec.num_maskmem, args.runs)
+        wall, by_op = profile(spec, name, args.threads, args.runs)
         total = sum(by_op.values())
         mm = sum(v for k, v in by_op.items() if k in MATMUL_OPS)
         print(f"\n{name}: {wall:.0f} ms per run (kernels {total:.0f} ms; matrix multiplies {100 * mm / total:.0f}%)")

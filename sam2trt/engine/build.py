@@ -59,7 +59,7 @@ from sam2trt.engine.compat import (ENGINES_JSON, META_FORMAT, PREPROCESS_VARIANT
 from sam2trt.engine.fp16 import write_all_fp16
 from sam2trt.errors import EnvironmentMissing, ModelError, RuntimeFailure, UsageError
 from sam2trt.fileio import atomic_write, sha256_file
-from sam2trt.model_spec import MODULES, ModelSpec, load_model_spec
+from sam2trt.model_spec import MODULE_IO, MODULES, ModelSpec, load_model_spec, static_dims
 from sam2trt.platform import TRT_INSTALL_HINT
 from sam2trt.preprocess_graph import build_preprocess_model_for
 
@@ -90,17 +90,29 @@ def frame_profile(max_frame_side: int | None = None) -> FrameSizeProfile:
                             (p.width[0], min(p.width[1], max_frame_side), max_frame_side))
 
 
+def dimension_ranges(spec: ModelSpec, max_objects: int) -> dict[str, tuple[int, int, int]]:
+    """``(min, opt, max)`` of each dynamic symbol of :data:`~sam2trt.model_spec.DYNAMIC_DIMS`.
+
+    Objects ``B`` in ``1..max_objects``; memory frames ``T`` in
+    ``1..num_maskmem`` (7: the conditioning frame plus ``num_maskmem - 1``
+    recent frames); object pointers ``P`` in ``1..max_obj_ptrs_in_encoder``
+    (16); prompt points ``N`` in ``1..MAX_POINTS``. ``opt`` is the steady
+    tracking state the engines are tuned for: one object, full memory bank
+    (T = 7, P = 16), one (padding) point.
+    """
+    T, P = spec.num_maskmem, spec.max_obj_ptrs_in_encoder
+    return {"B": (1, 1, max_objects), "T": (1, T, T), "P": (1, P, P), "N": (1, 1, MAX_POINTS)}
+
+
 def profile_shapes(spec: ModelSpec, max_objects: int) -> dict[str, dict[str, tuple[tuple, tuple, tuple]]]:
     """Optimization profile of every module input: ``(min, opt, max)`` shapes.
 
-    Dimensions (see :mod:`sam2trt.export.modules`): objects ``B`` in
-    ``1..max_objects``; memory frames ``T`` in ``1..num_maskmem`` (7: the
-    conditioning frame plus ``num_maskmem - 1`` recent frames); object pointers
-    ``P`` in ``1..max_obj_ptrs_in_encoder`` (16); prompt points ``N`` in
-    ``1..MAX_POINTS``. ``opt`` is the steady tracking state the engines are
-    tuned for: one object, full memory bank (T = 7, P = 16), one (padding)
-    point. Static inputs get ``min == opt == max``; the image encoder is fully
-    static (``[1, 3, S, S]``).
+    Derived from the symbolic shapes of :data:`~sam2trt.model_spec.MODULE_IO`:
+    each dynamic symbol takes its range from :func:`dimension_ranges`, each
+    static one its value from ``model.json``
+    (:func:`~sam2trt.model_spec.static_dims`). Static inputs get ``min == opt
+    == max``; the image encoder is fully static (``[1, 3, S, S]``). Every input
+    the module can have is listed, also those a SAM 2.0 graph lacks (unused there).
 
     Args:
         spec: the loaded model folder.
@@ -115,42 +127,10 @@ def profile_shapes(spec: ModelSpec, max_objects: int) -> dict[str, dict[str, tup
     """
     if max_objects < 1:
         raise UsageError(f"max_objects {max_objects} must be at least 1")
-    S, H = spec.image_size, spec.feat_size
-    C, Cm, L = spec.hidden_dim, spec.mem_dim, spec.low_res_size
-    (c0, h0, w0), (c1, h1, w1) = spec.high_res_feat_shapes
-    T, P, N, B = spec.num_maskmem, spec.max_obj_ptrs_in_encoder, MAX_POINTS, max_objects
-
-    def static(*shape):
-        return (tuple(shape),) * 3
-
-    def dyn(lo, opt, hi):
-        return tuple(lo), tuple(opt), tuple(hi)
-
-    return {
-        "image_encoder": {"image": static(1, 3, S, S)},
-        "memory_attention": {
-            "vision_feat": static(1, C, H, H),
-            "maskmem_features": dyn((1, 1, Cm, H, H), (1, T, Cm, H, H), (B, T, Cm, H, H)),
-            "memory_tpos_enc": dyn((1, Cm), (T, Cm), (T, Cm)),
-            "obj_ptrs": dyn((1, 1, C), (1, P, C), (B, P, C)),
-            "obj_ptr_tpos": dyn((1,), (P,), (P,)),
-        },
-        "mask_decoder": {
-            "pix_feat": dyn((1, C, H, H), (1, C, H, H), (B, C, H, H)),
-            "high_res_feat0": static(1, c0, h0, w0),
-            "high_res_feat1": static(1, c1, h1, w1),
-            "point_coords": dyn((1, 1, 2), (1, 1, 2), (B, N, 2)),
-            "point_labels": dyn((1, 1), (1, 1), (B, N)),
-            "mask_input": dyn((1, 1, L, L), (1, 1, L, L), (B, 1, L, L)),
-            "has_mask_input": dyn((1,), (1,), (B,)),
-        },
-        "memory_encoder": {
-            "vision_feat": static(1, C, H, H),
-            "mask_logits": dyn((1, 1, L, L), (1, 1, L, L), (B, 1, L, L)),
-            "object_score_logits": dyn((1, 1), (1, 1), (B, 1)),
-            "binarize_mask": dyn((1,), (1,), (B,)),
-        },
-    }
+    ranges, static = dimension_ranges(spec, max_objects), static_dims(spec.raw)
+    at = [{**static, **{sym: r[k] for sym, r in ranges.items()}} for k in range(3)]  # min, opt, max
+    return {module: {name: tuple(io.shape(name, dims) for dims in at) for name in io.inputs}
+            for module, io in MODULE_IO.items()}
 
 
 def _jsonable_profiles(profiles: dict) -> dict:

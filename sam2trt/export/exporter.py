@@ -187,7 +187,11 @@ class _ModuleSpec:
     name: str
     make: Callable
     example: Callable  # (B, T, P, N) -> {input name: tensor}, every input the module can have
-    dynamic_axes: dict
+
+    @property
+    def dynamic_axes(self) -> dict:
+        """``torch.onnx.export``'s ``dynamic_axes`` of every input and output the module can have (:data:`MODULE_IO`)."""
+        return MODULE_IO[self.name].dynamic_axes()
 
     def args(self, module, shape) -> tuple:
         """Example inputs for ``module`` (its ``input_names``, in order) at ``shape`` = (B, T, P, N)."""
@@ -226,26 +230,11 @@ def _module_specs(model) -> list[_ModuleSpec]:
         return {"vision_feat": vision(), "mask_logits": 4 * torch.randn(B, 1, 4 * hw, 4 * hw),
                 "binarize_mask": (torch.arange(B) % 2).float(), "object_score_logits": torch.randn(B, 1)}
 
-    obj = "num_objects"
     return [
-        _ModuleSpec("image_encoder", modules.ImageEncoder, image, {}),
-        _ModuleSpec("memory_attention", modules.MemoryAttention, mem_attn, {
-            "maskmem_features": {0: obj, 1: "num_memories"},
-            "memory_tpos_enc": {0: "num_memories"},
-            "obj_ptrs": {0: obj, 1: "num_obj_ptrs"},
-            "obj_ptr_tpos": {0: "num_obj_ptrs"},
-            "pix_feat_with_mem": {0: obj},
-        }),
-        _ModuleSpec("mask_decoder", modules.MaskDecoder, mask_dec, {
-            "pix_feat": {0: obj}, "point_coords": {0: obj, 1: "num_points"},
-            "point_labels": {0: obj, 1: "num_points"}, "mask_input": {0: obj}, "has_mask_input": {0: obj},
-            "low_res_masks": {0: obj}, "iou_predictions": {0: obj}, "obj_ptrs": {0: obj},
-            "object_score_logits": {0: obj},
-        }),
-        _ModuleSpec("memory_encoder", modules.MemoryEncoder, mem_enc, {
-            "mask_logits": {0: obj}, "object_score_logits": {0: obj}, "binarize_mask": {0: obj},
-            "maskmem_features": {0: obj},
-        }),
+        _ModuleSpec("image_encoder", modules.ImageEncoder, image),
+        _ModuleSpec("memory_attention", modules.MemoryAttention, mem_attn),
+        _ModuleSpec("mask_decoder", modules.MaskDecoder, mask_dec),
+        _ModuleSpec("memory_encoder", modules.MemoryEncoder, mem_enc),
     ]
 
 
