@@ -28,6 +28,7 @@ from sam2trt.errors import Interrupted, RuntimeFailure, Sam2TrtError, UsageError
 from sam2trt.export.checkpoints import download_checkpoint
 from sam2trt.export.exporter import CONFIGS, build_model, export_model
 from sam2trt.fileio import sha256_file
+from sam2trt.fp16 import write_all_fp16
 from sam2trt.model_spec import load_model_spec
 from sam2trt.runtime.null_backend import host_only_spec
 from sam2trt.runtime.openvino_backend import doctor_lines as openvino_doctor_lines
@@ -97,6 +98,20 @@ def build_engines(
         raise UsageError(f"--max-objects {max_objects} must be at least 1")
     _build(model_dir, precision=precision, max_objects=max_objects, workspace_gib=workspace,
            timing_cache=timing_cache, force=force, log=_err)
+
+
+# --------------------------------------------------------------------- convert-fp16
+@app.command("convert-fp16")
+def convert_fp16(
+    model_dir: pathlib.Path = typer.Argument(..., help="model folder from `sam2trt export`"),
+    force: bool = typer.Option(False, "--force", help="rewrite files that are up to date"),
+):
+    """Write the mixed-precision <module>.fp16.onnx files (fp16 with fp32 LayerNorm/softmax/reductions) next to the ONNX files.
+
+    build-engines --precision fp16 builds from them (and writes them when missing or stale);
+    ONNX Runtime runs them too. A file that records the sha256 of the current fp32 file is kept.
+    """
+    write_all_fp16(load_model_spec(model_dir), log=_err, force=force)
 
 
 # --------------------------------------------------------------------------- doctor
@@ -403,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: list[str]) -> int:
     if not args:  # typer would print the whole help: one line is the rule for every usage error
         return _fail(UsageError("no command given: run `sam2trt --help` for the commands "
-                                "(export, build-engines, track, bench, doctor, download)"))
+                                "(export, build-engines, convert-fp16, track, bench, doctor, download)"))
     with signal_guard():
         try:
             app(args=args, standalone_mode=False)

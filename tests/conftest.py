@@ -9,29 +9,28 @@ The model folder is exported once per session through the real CLI.
 from __future__ import annotations
 
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
-DATA = pathlib.Path(__file__).parent / "data"
-CONFIG = "sam2.1_hiera_t"
-CONFIG_20 = "sam2_hiera_t"  # SAM 2.0: no no_obj_embed_spatial, no object-pointer temporal encoding
-SEED = 0
-# sam2_hiera_t with seed 0 scores both test objects absent on every frame (object
-# score logits about -0.1), so every mask is empty and parity would prove nothing;
-# seed 3 gives present objects (logits about +0.1) with masks neither empty nor full.
-SEED_20 = 3
-HYPERNET_SCALE = 40.0
+from tests.helpers import CONFIG, CONFIG_20, DATA, HYPERNET_SCALE, SEED, SEED_20, run_cli
+
+#: The fixtures that need torch and the official ``sam2`` package: a test that uses one of them,
+#: directly or through another fixture (``tiny_model_dir``, ``model_copy``, ``tiny_runners``, ...),
+#: exports a model or runs the official predictor, and must be marked ``slow``.
+TORCH_FIXTURES = frozenset({"tiny_checkpoint", "sam20_checkpoint", "official_predictor", "sam20_predictor"})
 
 
-def run_cli(*args, check=False, timeout=900):
-    """Run ``python -m sam2trt.cli ARGS`` in a subprocess; returns CompletedProcess (text)."""
-    proc = subprocess.run([sys.executable, "-m", "sam2trt.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"sam2trt {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
-    return proc
+def pytest_collection_modifyitems(config, items):
+    """Refuse to run when a test that needs torch (:data:`TORCH_FIXTURES`) is not marked ``slow``.
+
+    So ``pytest -m "not slow"`` (``make test-fast``) never exports a model, and runs without torch.
+    """
+    unmarked = [item.nodeid for item in items
+                if TORCH_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError("these tests export a model or run the official predictor (they use "
+                                f"{', '.join(sorted(TORCH_FIXTURES))}) but are not marked slow:\n  "
+                                + "\n  ".join(unmarked))
 
 
 @pytest.fixture(scope="session")

@@ -36,8 +36,7 @@ from sam2trt.runtime import ModuleRunners
 from sam2trt.tracker.prompts import ObjectPrompt
 from sam2trt.validation import validate_job
 from sam2trt.video import probe
-from tests.conftest import run_cli
-from tests.test_faults import check_partial
+from tests.helpers import check_partial, decodable, run_cli
 
 ROOT = pathlib.Path(__file__).parent.parent
 BOX = (250.0, 215.0, 286.0, 312.0)  # corners of 250,215,36,97
@@ -130,6 +129,7 @@ def test_every_imported_dependency_is_declared():
 
 
 # ------------------------------------------------------------------- 2. inputs are sacred
+@pytest.mark.slow
 def test_output_onto_the_input_video_is_refused(tiny_model_dir, clip, tmp_path):
     video = tmp_path / "c.mp4"
     shutil.copy(clip, video)
@@ -176,6 +176,7 @@ class FailingDecoder:
         raise RuntimeError("mask decoder exploded")
 
 
+@pytest.mark.slow
 def test_failing_run_leaves_earlier_outputs_untouched(model, tiny_model_dir, vtest_frames, tmp_path):
     spec, runners = model
     d = tmp_path / "o"
@@ -200,6 +201,7 @@ def test_failing_run_leaves_earlier_outputs_untouched(model, tiny_model_dir, vte
     assert tree(d) == before
 
 
+@pytest.mark.slow
 def test_failure_mid_video_replaces_the_mask_folder_whole(model, vtest_frames, tmp_path):
     spec, runners = model
     d = tmp_path / "o"
@@ -217,6 +219,7 @@ def test_failure_mid_video_replaces_the_mask_folder_whole(model, vtest_frames, t
 
 
 # ------------------------------------------------------------------- 4. temporary names
+@pytest.mark.slow
 def test_planted_symlinks_are_never_followed(model, vtest_frames, tmp_path):
     spec, runners = model
     d = tmp_path / "o"
@@ -275,6 +278,7 @@ class BlockingEncoder:
         raise RuntimeError("cancelled")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("honour_cancel", [True, False], ids=["cancellable", "stuck"])
 def test_signal_during_a_long_module_call_stops_promptly(model, vtest_frames, tmp_path, monkeypatch, honour_cancel):
     import sam2trt.pipeline as pipeline
@@ -295,6 +299,7 @@ def test_signal_during_a_long_module_call_stops_promptly(model, vtest_frames, tm
     assert not (d / "o.mp4").exists()  # nothing tracked: nothing moved into place
 
 
+@pytest.mark.slow
 def test_sigint_then_sigterm_is_130_with_one_line(tiny_model_dir, vtest_frames, tmp_path):
     d = tmp_path / "o"
     proc = subprocess.Popen([sys.executable, "-m", "sam2trt.cli", "track", str(vtest_frames), "--model",
@@ -314,8 +319,8 @@ def test_sigint_then_sigterm_is_130_with_one_line(tiny_model_dir, vtest_frames, 
 
 
 # ------------------------------------------------------------------- 6. the last decodable frames
+@pytest.mark.slow
 def test_last_decodable_frames_of_a_truncated_video_track_cleanly(model, clip16, tmp_path):
-    from tests.test_faults import decodable
 
     spec, runners = model
     data = clip16  # the index up front (faststart), so a cut file still opens
@@ -336,6 +341,7 @@ def test_last_decodable_frames_of_a_truncated_video_track_cleanly(model, clip16,
 
 
 # ------------------------------------------------------------------- 7. caught up front
+@pytest.mark.slow
 @pytest.mark.parametrize("extra,code,words", [
     (["--box", "250,215,36,97", "--box", "2@3:636,238,50,85", "--max-frames", "2"], 2, ["frame 3", "--max-frames 4"]),
     (["--box", "250,215,36,97", "--out", "OUT/o.gif"], 2, [".gif", ".mp4"]),
@@ -356,6 +362,7 @@ def test_bad_outputs_are_caught_before_anything_runs(tiny_model_dir, vtest_frame
 
 
 # ------------------------------------------------------------------- 8. model.json structure and module files
+@pytest.mark.slow
 @pytest.mark.parametrize("edit,words", [
     (lambda m: [1, 2, 3], ["not a JSON object"]),
     (lambda m: {k: v for k, v in m.items() if k != "constants"}, ["'constants'"]),
@@ -373,6 +380,7 @@ def test_malformed_model_json_is_one_line_exit_3(tiny_model_dir, vtest_frames, m
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_module_names_are_checked_at_load(tiny_model_dir, model_copy):
     """A swapped file whose sha256 model.json was edited to match still fails at load, on its names."""
     from sam2trt.runtime import open_runners
@@ -390,6 +398,7 @@ def test_module_names_are_checked_at_load(tiny_model_dir, model_copy):
 
 
 # ------------------------------------------------------------------- 9. exit codes (the README's table, row by row)
+@pytest.mark.slow
 def test_exit_0_ok_and_2_usage(tiny_model_dir, clip, tmp_path):
     proc = run_cli("track", clip, "--model", tiny_model_dir, "--box", "250,215,36,97", "--prompt-frame", "3",
                    "--max-frames", "1", "--json", tmp_path / "t.jsonl", "--quiet")
@@ -410,6 +419,7 @@ def test_exit_1_unexpected_error_is_one_line(monkeypatch, capsys):
     assert len(err) == 1 and err[0].startswith("error: unexpected ZeroDivisionError: a bug")
 
 
+@pytest.mark.slow
 def test_exit_3_input_and_4_runtime(tiny_model_dir, vtest_frames, tmp_path):
     one_line(run_cli("track", tmp_path / "nope.mp4", "--model", tiny_model_dir, "--box", "1,1,5,5"), 3, "does not exist")
     one_line(run_cli("doctor", "--model", tmp_path / "nope"), 3, "not found")
@@ -423,6 +433,7 @@ def test_exit_3_input_and_4_runtime(tiny_model_dir, vtest_frames, tmp_path):
     one_line(proc, 4, "frame 2")
 
 
+@pytest.mark.slow
 def test_exit_5_backend_tensorrt_without_tensorrt(tiny_model_dir, clip, tmp_path):
     pytest.importorskip("onnxruntime")
     try:
@@ -436,6 +447,7 @@ def test_exit_5_backend_tensorrt_without_tensorrt(tiny_model_dir, clip, tmp_path
     assert not (tmp_path / "t.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_closed_stdout_under_json_summary_is_one_line(tiny_model_dir, clip, tmp_path):
     r, w = os.pipe()
     os.close(r)  # `sam2trt track ... --json-summary | true`: the reader is gone
@@ -449,6 +461,7 @@ def test_closed_stdout_under_json_summary_is_one_line(tiny_model_dir, clip, tmp_
 
 
 # ------------------------------------------------------------------- 10. smaller ones
+@pytest.mark.slow
 def test_all_zero_mask_is_refused(tiny_model_dir, clip, tmp_path):
     Image.fromarray(np.zeros((576, 768), np.uint8)).save(tmp_path / "zero.png")
     proc = run_cli("track", clip, "--model", tiny_model_dir, "--mask", tmp_path / "zero.png", "--json", tmp_path / "t.jsonl")

@@ -16,8 +16,7 @@ from PIL import Image
 from sam2trt.batch import plan_jobs, read_manifest
 from sam2trt.errors import UsageError
 from sam2trt.video import OverlayVideoWriter, open_frames, probe
-from tests.conftest import run_cli
-from tests.test_faults import check_coco
+from tests.helpers import check_coco, run_cli
 
 
 
@@ -40,6 +39,7 @@ def summaries(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines()]
 
 
+@pytest.mark.slow
 def test_batch_patterns_summary_coco_failure_and_skip(tiny_model_dir, clips, tmp_path):
     (tmp_path / "broken.mp4").write_bytes(b"not a video" * 100)
     o = tmp_path / "o"
@@ -75,6 +75,7 @@ def test_batch_patterns_summary_coco_failure_and_skip(tiny_model_dir, clips, tmp
     assert not list(o.glob(".*"))
 
 
+@pytest.mark.slow
 def test_manifest_csv_resolves_paths_and_per_row_prompts(tiny_model_dir, clips, tmp_path):
     man = clips / "jobs.csv"
     mask = tmp_path / "m.png"
@@ -135,6 +136,7 @@ def test_read_manifest_rejects_bad_json(tmp_path):
         read_manifest(tmp_path / "j.jsonl")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra,code,words", [
     (["--box", "1,1,5,5", "--out", "same.mp4"], 2, ["same file for every video", "{stem}"]),
     (["--box", "1,1,5,5", "--out", "o/{stem}.mp4", "--json", "o/{bad}.jsonl"], 2, ["bad output pattern"]),
@@ -149,6 +151,7 @@ def test_batch_usage_errors_leave_nothing(tiny_model_dir, clips, tmp_path, monke
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_track_mask_and_point_options_reach_validation(tiny_model_dir, clips, tmp_path):
     Image.fromarray(np.ones((10, 10), np.uint8)).save(tmp_path / "small.png")
     proc = run_cli("track", clips / "a.mp4", "--model", tiny_model_dir, "--mask", f"2@0:{tmp_path / 'small.png'}",

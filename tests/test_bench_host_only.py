@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 @pytest.fixture(scope="module")

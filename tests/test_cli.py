@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from sam2trt.video import probe
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 MODULES = ["image_encoder", "memory_attention", "mask_decoder", "memory_encoder"]
 
@@ -35,6 +35,7 @@ def assert_one_line_error(proc, code, *words):
 
 
 # ------------------------------------------------------------------------ export
+@pytest.mark.slow
 def test_export_writes_modules_and_verifies(tiny_export):
     model_dir, log = tiny_export
     for m in MODULES:
@@ -55,6 +56,7 @@ def test_export_writes_modules_and_verifies(tiny_export):
         assert max(meta["files"][m]["verify_max_abs_diff"].values()) < 1e-3
 
 
+@pytest.mark.slow
 def test_export_random_weights_says_so(tmp_path):
     proc = run_cli("export", "--config", "sam2.1_hiera_t", "--random-weights", "--seed", "3", "--no-verify",
                    "--out", tmp_path / "m", check=True)
@@ -67,7 +69,8 @@ def test_export_random_weights_says_so(tmp_path):
 @pytest.mark.parametrize("args,code,words", [
     (["--config", "sam2.1_hiera_t", "--out", "OUT"], 2, ["--checkpoint", "--random-weights"]),
     (["--config", "nope", "--random-weights", "--out", "OUT"], 2, ["unknown config", "sam2.1_hiera_t"]),
-    (["--config", "sam2.1_hiera_t", "--checkpoint", "missing.pt", "--out", "OUT"], 3, ["missing.pt", "not found"]),
+    pytest.param(["--config", "sam2.1_hiera_t", "--checkpoint", "missing.pt", "--out", "OUT"], 3, ["missing.pt", "not found"],
+                 marks=pytest.mark.slow),  # the checkpoint is looked for after torch and sam2 are imported
 ])
 def test_export_errors(tmp_path, args, code, words):
     proc = run_cli("export", *[str(tmp_path / a) if a in ("OUT", "missing.pt") else a for a in args])
@@ -75,6 +78,7 @@ def test_export_errors(tmp_path, args, code, words):
     assert not (tmp_path / "OUT").exists()
 
 
+@pytest.mark.slow
 def test_export_rejects_checkpoint_of_wrong_shape(tmp_path):
     torch = pytest.importorskip("torch")
     torch.save({"model": {"foo": torch.zeros(1)}}, tmp_path / "bad.pt")
@@ -84,6 +88,7 @@ def test_export_rejects_checkpoint_of_wrong_shape(tmp_path):
 
 
 # ------------------------------------------------------------------------- track
+@pytest.mark.slow
 def test_track_writes_all_outputs(tiny_model_dir, clip, tmp_path):
     out, masks, js = tmp_path / "masked.mp4", tmp_path / "masks", tmp_path / "track.jsonl"
     proc = run_cli("track", clip, "--model", tiny_model_dir, "--box", "250,215,36,97", "--box", "636,238,50,85",
@@ -126,6 +131,7 @@ BAD_TRACK = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,kind,code,words", BAD_TRACK)
 def test_track_bad_input(tiny_model_dir, clip, tmp_path, args, kind, code, words):
     video = {"clip": clip, "missing": tmp_path / "nope.mp4", "garbage": tmp_path / "garbage.mp4",
@@ -141,6 +147,7 @@ def test_track_bad_input(tiny_model_dir, clip, tmp_path, args, kind, code, words
     assert not outs.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("breakage,words", [
     ("no_dir", ["not found", "sam2trt export"]),
     ("no_json", ["model.json is missing"]),
@@ -177,6 +184,7 @@ def test_help_lists_commands():
         assert cmd in proc.stdout
 
 
+@pytest.mark.slow
 def test_bench_prints_measurements(tiny_model_dir):
     proc = run_cli("bench", "--model", tiny_model_dir, "--backend", "onnxruntime", "--frames", "2", "--json", check=True)
     r = json.loads(proc.stdout)

@@ -28,10 +28,9 @@ from sam2trt.runtime.cuda_memory import CudaTensor
 from sam2trt.runtime.select import open_runners
 from sam2trt.runtime.tensorrt_backend import TensorRTPreprocess
 from sam2trt.tracker.processing import preprocess_frame
-from tests.conftest import DATA
 from tests.fakes.cuda import FakeCudart
 from tests.fakes.tensorrt import make_fake_trt, read_fake_engine
-from tests.helpers import fake_env
+from tests.helpers import DATA, fake_env
 
 
 @pytest.mark.slow

@@ -22,8 +22,7 @@ from sam2trt.model_spec import MODULES, load_model_spec
 from sam2trt.platform import GpuInfo, detect, machine_lines
 from sam2trt.runtime import tensorrt_backend
 from sam2trt.runtime.select import choose_backend
-from tests.conftest import run_cli
-from tests.helpers import engines_meta, fake_env, trt_skip_reason
+from tests.helpers import engines_meta, fake_env, run_cli, trt_skip_reason
 
 
 # ---------------------------------------------------------------------- engines.json

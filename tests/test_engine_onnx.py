@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from sam2trt.engine.build import profile_shapes
-from sam2trt.engine.fp16 import FP32_OPS, fp16_paths, fp16_source_sha256, write_all_fp16
+from sam2trt.fp16 import FP32_OPS, fp16_paths, fp16_source_sha256, write_all_fp16
 from sam2trt.errors import ModelError, UsageError
 from sam2trt.fileio import sha256_file
 from sam2trt.model_spec import MODULES, load_model_spec
 from sam2trt.runtime import onnxruntime_backend
-from tests.helpers import MIN_MEAN_IOU, link_model, mean_iou, track_masks
+from tests.helpers import MIN_MEAN_IOU, link_model, mean_iou, run_cli, track_masks
 
 # ONNX Runtime CPU needs ~5 s per frame for the image encoder plus ~1.5 s per memory
 # frame in memory attention (2 cores); 6 frames keep the fp16 parity test near 1.5 min.
@@ -107,6 +107,10 @@ def test_fp16_files_are_kept_when_current(fp16_model_dir):
     lines = []
     write_all_fp16(load_model_spec(fp16_model_dir), log=lines.append)
     assert lines == [f"{m}.fp16.onnx is up to date" for m in MODULES]
+    proc = run_cli("convert-fp16", fp16_model_dir)  # the same through the CLI
+    assert proc.returncode == 0 and proc.stderr.splitlines() == lines, proc.stderr
+    proc = run_cli("convert-fp16", fp16_model_dir / "missing")
+    assert proc.returncode == 3 and proc.stderr.startswith("error: model folder") and proc.stderr.count("\n") == 1
 
 
 @pytest.mark.slow
@@ -127,7 +131,7 @@ def test_onnxruntime_precision_errors(tiny_model_dir, model_copy):
     with pytest.raises(ModelError) as e:
         onnxruntime_backend.make_runners(spec, precision="fp16")
     msg = str(e.value)
-    assert "\n" not in msg and "image_encoder.fp16.onnx" in msg and f"python -m sam2trt.engine.fp16 {model_copy}" in msg
+    assert "\n" not in msg and "image_encoder.fp16.onnx" in msg and f"sam2trt convert-fp16 {model_copy}" in msg
     with pytest.raises(UsageError):
         onnxruntime_backend.make_runners(spec, precision="bf16")
     runners = onnxruntime_backend.make_runners(spec)  # default unchanged: the fp32 export

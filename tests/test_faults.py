@@ -10,7 +10,6 @@ prompt syntax.
 from __future__ import annotations
 
 import glob
-import json
 import os
 import pathlib
 import random
@@ -25,10 +24,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from sam2trt.errors import RuntimeFailure, Sam2TrtError, UsageError
+from sam2trt.errors import RuntimeFailure, UsageError
 from sam2trt.pipeline import TrackJob, run_track
 from sam2trt.tracker.prompts import ObjectPrompt, build_prompts, parse_box, split_prompt_prefix
-from sam2trt.video import open_frames, probe
+from sam2trt.video import probe
+from tests.helpers import check_partial, decodable
 
 BOX = (250.0, 215.0, 286.0, 312.0)  # corners of 250,215,36,97
 
@@ -39,65 +39,9 @@ def model(tiny_runners):
     return tiny_runners
 
 
-def decodable(path) -> int:
-    """Frames that decode before the end or the first error."""
-    n = 0
-    try:
-        with open_frames(path) as src:
-            for _ in src:
-                n += 1
-    except Sam2TrtError:
-        pass
-    return n
-
-
 def outputs_of(d: pathlib.Path) -> TrackJob:
     return TrackJob(video="", prompts=[], out=str(d / "o.mp4"), masks_dir=str(d / "m"), json=str(d / "t.jsonl"),
                     coco=str(d / "c.json"))
-
-
-def check_partial(d: pathlib.Path, first: int, frames: int, pre_frames: int, full_disk: bool = False):
-    """Outputs at final names are valid and hold exactly the processed frames; no temporaries are left.
-
-    With ``full_disk`` an output may be missing or hold only the first frames (writing stopped there).
-    """
-    assert not [p for p in d.rglob("*") if ".partial-" in p.name], sorted(d.rglob("*"))
-    done = list(range(first, first + frames))
-
-    def same(got, want):
-        assert got == want[:len(got)] if full_disk else got == want, (got, want)
-
-    if (d / "o.mp4").exists() or not full_disk:
-        n = probe(d / "o.mp4").num_frames
-        same(list(range(n)), list(range(pre_frames + frames)))
-        assert decodable(d / "o.mp4") == n
-    pngs = sorted((d / "m").glob("*.png")) if (d / "m").exists() else []
-    same([int(p.stem) for p in pngs], done)
-    for p in pngs:
-        with Image.open(p) as im:
-            im.load()
-            assert im.mode == "P" and im.size == (768, 576)
-    if (d / "t.jsonl").exists() or not full_disk:
-        same([json.loads(line)["frame"] for line in (d / "t.jsonl").read_text().splitlines()], done)
-    if (d / "c.json").exists() or (not full_disk and frames):
-        got = check_coco(d / "c.json", None if full_disk else d / "m")
-        same(got, done)
-
-
-def check_coco(path, masks_dir) -> list[int]:
-    """pycocotools loads the file, and each RLE decodes to the object's pixels in the PNG; returns its frames."""
-    from pycocotools import mask as mask_utils
-    from pycocotools.coco import COCO
-
-    coco = COCO(str(path))
-    for ann in coco.dataset["annotations"]:
-        m = mask_utils.decode(ann["segmentation"]).astype(bool)
-        assert int(m.sum()) == ann["area"] == int(mask_utils.area(ann["segmentation"]))
-        if masks_dir is not None:
-            frame = coco.imgs[ann["image_id"]]["frame_index"]
-            png = np.asarray(Image.open(pathlib.Path(masks_dir) / f"{frame:05d}.png"))
-            assert np.array_equal(m, png == ann["track_id"])
-    return sorted(img["frame_index"] for img in coco.dataset["images"])
 
 
 def run(model, job, d):
@@ -108,6 +52,7 @@ def run(model, job, d):
 
 
 # --------------------------------------------------------------------- decoding
+@pytest.mark.slow
 def test_truncated_video_keeps_frames_before_the_cut(model, clip16, tmp_path):
     video = tmp_path / "trunc.mp4"
     video.write_bytes(clip16[: int(len(clip16) * 0.9)])
@@ -120,6 +65,7 @@ def test_truncated_video_keeps_frames_before_the_cut(model, clip16, tmp_path):
     check_partial(tmp_path / "o", first, 2, first)
 
 
+@pytest.mark.slow
 def test_corrupt_packet_stops_with_frames_before_it(model, clip16, tmp_path):
     video = tmp_path / "corrupt.mp4"
     data = bytearray(clip16)
@@ -135,6 +81,7 @@ def test_corrupt_packet_stops_with_frames_before_it(model, clip16, tmp_path):
     check_partial(tmp_path / "o", first, 1, first)
 
 
+@pytest.mark.slow
 def test_frame_of_another_size_stops_with_frames_before_it(model, vtest_frames, tmp_path):
     frames = tmp_path / "frames"
     frames.mkdir()
@@ -147,6 +94,7 @@ def test_frame_of_another_size_stops_with_frames_before_it(model, vtest_frames, 
     check_partial(tmp_path / "o", 1, 1, 1)
 
 
+@pytest.mark.slow
 def test_grayscale_and_16bit_frames_just_work(model, vtest_frames, tmp_path):
     frames = tmp_path / "frames"
     frames.mkdir()
@@ -177,6 +125,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(d)], check=False)
 
 
+@pytest.mark.slow
 def test_full_disk_gives_exit_4_and_no_corrupt_output(model, vtest_frames, small_disk):
     with pytest.raises(RuntimeFailure, match="disk full") as e:
         run(model, TrackJob(str(vtest_frames), [ObjectPrompt(1, 0, box=BOX)], max_frames=3), small_disk)
@@ -185,6 +134,7 @@ def test_full_disk_gives_exit_4_and_no_corrupt_output(model, vtest_frames, small
 
 
 # ----------------------------------------------------------------- SIGINT / SIGTERM
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_stops_with_valid_outputs(tiny_model_dir, vtest_frames, tmp_path, sig):
     d = tmp_path / "o"

@@ -18,7 +18,7 @@ from sam2trt.runtime.null_backend import (
     write_host_only_model,
 )
 from sam2trt.tracker import ObjectPrompt
-from tests.conftest import CONFIG, DATA
+from tests.helpers import CONFIG, DATA
 
 MODULES_PY = pathlib.Path(__file__).parents[1] / "sam2trt" / "export" / "modules.py"
 
@@ -41,6 +41,7 @@ class Recorder:
         return out
 
 
+@pytest.mark.slow
 def test_description_matches_the_exporter():
     """Same keys, switches and constant shapes as a real ``model_description`` of sam2.1_hiera_t."""
     pytest.importorskip("torch")

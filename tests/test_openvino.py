@@ -28,9 +28,7 @@ import pytest
 from sam2trt.errors import EnvironmentMissing, Interrupted, ModelError, UsageError
 from sam2trt.runtime import openvino_backend as ovb
 from sam2trt.runtime.select import check_precision, choose_backend
-from tests.conftest import run_cli
-from tests.helpers import MIN_MEAN_IOU, mean_iou
-from tests.test_parity import BOXES, compare, run_official, run_ours
+from tests.helpers import BOXES, MIN_MEAN_IOU, compare, mean_iou, run_cli, run_official, run_ours
 
 try:
     importlib.import_module("openvino")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.test_parity import run_ours_prompts, run_official_prompt, iou_table
+from tests.helpers import iou_table, run_official_prompt, run_ours_prompts
 
 pytestmark = pytest.mark.slow
 FRAMES = 6

@@ -32,7 +32,7 @@ from sam2trt.preprocess_graph import build_preprocess_model
 from sam2trt.tracker.processing import (
     frame_resize_weights, pil_resize_weights, pil_resizes_vertically_first, preprocess_frame, preprocess_frame_matmul,
 )
-from tests.conftest import DATA
+from tests.helpers import BOXES, DATA, iou_table, run_official
 
 S = 1024
 MEAN = (0.485, 0.456, 0.406)  # model.json image_mean / image_std (the official loader's)
@@ -215,7 +215,6 @@ def test_parity_with_graph_preprocessing(tiny_model_dir, official_predictor, vte
     from sam2trt.tracker import FrameStepper, ObjectPrompt, track_frames
     from sam2trt.tracker.processing import upsample_logits
     from sam2trt.video import open_frames
-    from tests.test_parity import BOXES, iou_table, run_official
 
     spec = load_model_spec(tiny_model_dir)
     assert tuple(spec.image_mean) == MEAN and tuple(spec.image_std) == STD and spec.image_size == S

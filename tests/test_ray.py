@@ -24,7 +24,7 @@ import pytest
 from sam2trt.batch import plan_jobs
 from sam2trt.fileio import PARTIAL
 from sam2trt.video import probe
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 ROOT = pathlib.Path(__file__).parent.parent
 BOX = "250,215,36,97"

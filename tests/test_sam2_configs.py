@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from sam2trt.model_spec import MODEL_FILES, MODEL_JSON, MODULE_IO, MODULES, load_model_spec
-from tests.conftest import CONFIG, CONFIG_20, run_cli
+from tests.helpers import CONFIG, CONFIG_20, run_cli
 
 # The inputs each module's graph must have, per config (what MODULE_IO must give).
 ALL_INPUTS = {m: MODULE_IO[m].inputs for m in MODULES}
@@ -64,6 +64,7 @@ def described_model(request, tmp_path_factory):
     return request.param, model, load_model_spec(root)
 
 
+@pytest.mark.slow
 def test_wrappers_and_spec_agree_with_the_official_switches(described_model):
     from sam2trt.export import modules as M
 
@@ -107,6 +108,7 @@ class StrictRunner:
         return {"maskmem_features": z(len(feed["mask_logits"]), Cm, H, H)}
 
 
+@pytest.mark.slow
 def test_tracker_feeds_each_module_exactly_its_graph_inputs(described_model):
     from sam2trt.runtime import ModuleRunners
     from sam2trt.tracker import FrameStepper, ObjectPrompt, track_frames

@@ -26,8 +26,7 @@ from sam2trt.video import open_frames
 from sam2trt.runtime import onnxruntime_backend, tensorrt_backend
 from sam2trt.runtime.cuda_memory import CudaTensor
 from sam2trt.runtime.select import open_runners
-from tests.conftest import DATA
-from tests.helpers import (MIN_MEAN_IOU, PROMPT, VIDEO_HW, link_model, mean_iou, needs_tensorrt_gpu, track_masks,
+from tests.helpers import (DATA, MIN_MEAN_IOU, PROMPT, VIDEO_HW, link_model, mean_iou, needs_tensorrt_gpu, track_masks,
                            trt_skip_reason)
 
 GPU_FRAMES = 30  # the 16-frame excerpt forward and back

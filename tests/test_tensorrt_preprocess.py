@@ -31,10 +31,9 @@ from sam2trt.runtime.onnxruntime_backend import make_runners as onnxruntime_runn
 from sam2trt.runtime.select import open_runners
 from sam2trt.runtime.tensorrt_backend import TensorRTPreprocess, make_preprocess, make_runners
 from sam2trt.tracker.processing import pil_resizes_vertically_first, preprocess_frame
-from tests.conftest import DATA
 from tests.fakes.cuda import FakeCudart
 from tests.fakes.tensorrt import fake_engine_bytes, make_fake_trt, read_fake_engine
-from tests.helpers import engines_meta, fake_env
+from tests.helpers import DATA, engines_meta, fake_env
 
 H2D = 1
 S = 1024

@@ -7,7 +7,7 @@ import pytest
 
 from sam2trt.bench import transcode_floor
 from sam2trt.errors import InputError
-from tests.test_video_io import _make_video
+from tests.helpers import make_video
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_transcode_floor_rejects_what_it_cannot_time(tmp_path, vtest_frames):
     with pytest.raises(InputError, match="folder"):
         transcode_floor(str(vtest_frames))
     with pytest.raises(InputError, match="even width"):
-        transcode_floor(str(_make_video(tmp_path / "odd.mp4", w=65, h=48, n=2)))
+        transcode_floor(str(make_video(tmp_path / "odd.mp4", w=65, h=48, n=2)))
     (tmp_path / "junk.mp4").write_bytes(b"not a video")
     with pytest.raises(InputError, match="not a readable video"):
         transcode_floor(str(tmp_path / "junk.mp4"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -24,28 +23,9 @@ from sam2trt.video import (
     overlay_masks,
     probe,
 )
+from tests.helpers import gradient_frame, make_video
 
 VTEST16 = Path(__file__).parent / "data" / "vtest16"
-
-
-def _frame(i: int, w: int, h: int) -> np.ndarray:
-    """Smooth gradient whose brightness encodes ``i`` (survives lossy coding)."""
-    y, x = np.mgrid[0:h, 0:w]
-    rgb = np.stack([x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1), np.full_like(x, 20 * i)], axis=-1)
-    return rgb.astype(np.uint8)
-
-
-def _make_video(path: Path, w: int = 64, h: int = 48, n: int = 10, codec: str = "mpeg4") -> Path:
-    with av.open(str(path), "w") as c:
-        s = c.add_stream(codec, rate=Fraction(25))
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        c.start_encoding()  # writes the header even when n == 0
-        for i in range(n):
-            frame = av.VideoFrame.from_ndarray(_frame(i, w, h), format="rgb24")
-            frame.pts = i
-            c.mux(s.encode(frame))
-        c.mux(s.encode(None))
-    return path
 
 
 def _read_all(path) -> tuple[VideoInfo, list[tuple[int, np.ndarray]]]:
@@ -57,7 +37,7 @@ def _read_all(path) -> tuple[VideoInfo, list[tuple[int, np.ndarray]]]:
 
 
 def test_video_file_streams_rgb_frames_in_order(tmp_path):
-    path = _make_video(tmp_path / "v.mp4")
+    path = make_video(tmp_path / "v.mp4")
     info, frames = _read_all(path)
     assert info == VideoInfo(width=64, height=48, fps=25.0, num_frames=10)
     assert [i for i, _ in frames] == list(range(10))
@@ -68,7 +48,7 @@ def test_video_file_streams_rgb_frames_in_order(tmp_path):
 
 
 def test_video_can_be_iterated_twice_and_fps_override(tmp_path):
-    path = _make_video(tmp_path / "v.mkv", n=3)
+    path = make_video(tmp_path / "v.mkv", n=3)
     with open_frames(path, fps=12.5) as src:
         assert src.info.fps == 12.5 and src.info.num_frames is None  # Matroska stores no count
         assert len(list(src)) == 3
@@ -77,8 +57,8 @@ def test_video_can_be_iterated_twice_and_fps_override(tmp_path):
 
 def test_video_frame_size_change_is_runtime_failure(tmp_path):
     # MPEG-TS segments can be concatenated; the decoder follows the size change
-    first = _make_video(tmp_path / "a.ts", 64, 48, n=2, codec="mpeg2video").read_bytes()
-    second = _make_video(tmp_path / "b.ts", 32, 24, n=2, codec="mpeg2video").read_bytes()
+    first = make_video(tmp_path / "a.ts", 64, 48, n=2, codec="mpeg2video").read_bytes()
+    second = make_video(tmp_path / "b.ts", 32, 24, n=2, codec="mpeg2video").read_bytes()
     path = tmp_path / "ab.ts"
     path.write_bytes(first + second)
     with open_frames(path) as src, pytest.raises(RuntimeFailure, match=r"frame \d+ .* 32x24 .* 64x48"):
@@ -113,13 +93,13 @@ def test_container_without_video_stream_is_input_error(tmp_path):
 
 
 def test_video_with_zero_frames_is_input_error(tmp_path):
-    path = _make_video(tmp_path / "empty.avi", n=0)
+    path = make_video(tmp_path / "empty.avi", n=0)
     with pytest.raises(InputError, match="no decodable video frames"):
         probe(path)
 
 
 def test_truncated_video_ends_or_fails_cleanly(tmp_path):
-    data = _make_video(tmp_path / "v.mkv", w=64, h=48, n=10).read_bytes()
+    data = make_video(tmp_path / "v.mkv", w=64, h=48, n=10).read_bytes()
     cut = tmp_path / "cut.mkv"
     cut.write_bytes(data[: len(data) * 4 // 5])
     try:
@@ -136,7 +116,7 @@ def test_truncated_video_ends_or_fails_cleanly(tmp_path):
 
 def test_folder_numeric_order_and_pil_pixels(tmp_path):
     for i, name in enumerate(["10.jpg", "0.jpg", "2.JPG"]):
-        Image.fromarray(_frame(i, 32, 24)).save(tmp_path / name, quality=90)
+        Image.fromarray(gradient_frame(i, 32, 24)).save(tmp_path / name, quality=90)
     (tmp_path / "readme.txt").write_text("ignored")
     (tmp_path / ".0.jpg").write_bytes(b"hidden, ignored")
     assert [p.name for p in list_frame_files(tmp_path)] == ["0.jpg", "2.JPG", "10.jpg"]
@@ -160,7 +140,7 @@ def test_folder_modes_converted_to_rgb8(tmp_path):
     Image.fromarray(gray).save(tmp_path / "00000.png")  # L
     g16 = (np.arange(24 * 32).reshape(24, 32) * 80).astype(np.uint16)
     Image.fromarray(g16).save(tmp_path / "00001.png")  # 16-bit grayscale
-    rgba = np.dstack([_frame(0, 32, 24), np.full((24, 32), 7, np.uint8)])
+    rgba = np.dstack([gradient_frame(0, 32, 24), np.full((24, 32), 7, np.uint8)])
     Image.fromarray(rgba).save(tmp_path / "00002.png")  # RGBA
     pal = Image.fromarray((gray % 4).astype(np.uint8))
     pal.putpalette(davis_palette().tobytes())
@@ -227,27 +207,27 @@ def test_overlay_writer_round_trip_same_size_and_count(tmp_path):
         with OverlayVideoWriter(target, w, h, fps=30000 / 1001) as writer:
             assert not target.exists()
             for i in range(4):
-                writer.write(_frame(i, w, h))
+                writer.write(gradient_frame(i, w, h))
         assert target.exists() and not writer.tmp_path.exists()
         info, frames = _read_all(target)
         assert (info.width, info.height) == (w, h) and len(frames) == 4
         assert abs(info.fps - 30000 / 1001) < 1e-6
         assert all(f.shape == (h, w, 3) and f.flags.c_contiguous for _, f in frames)
-        assert np.abs(frames[3][1].astype(int) - _frame(3, w, h)).mean() < 3
+        assert np.abs(frames[3][1].astype(int) - gradient_frame(3, w, h)).mean() < 3
 
 
 def test_overlay_writer_finalises_on_exception_and_abort_leaves_nothing(tmp_path):
     target = tmp_path / "out" / "partial.mp4"
     with pytest.raises(KeyError):
         with OverlayVideoWriter(target, 64, 48, 10) as writer:
-            writer.write(_frame(0, 64, 48))
-            writer.write(_frame(1, 64, 48))
+            writer.write(gradient_frame(0, 64, 48))
+            writer.write(gradient_frame(1, 64, 48))
             raise KeyError("stop")
     assert len(_read_all(target)[1]) == 2
 
     target2 = tmp_path / "aborted.mp4"
     writer = OverlayVideoWriter(target2, 64, 48, 10)
-    writer.write(_frame(0, 64, 48))
+    writer.write(gradient_frame(0, 64, 48))
     writer.abort()
     assert list(tmp_path.glob("*aborted*")) == []
     with pytest.raises(ValueError):

@@ -19,7 +19,7 @@ Precision. Every network is created ``STRONGLY_TYPED`` (TensorRT 10 and 11
 alike; 11 has no other kind): each layer runs in the type its ONNX tensors
 have. ``fp16`` builds from the mixed-precision ``<module>.fp16.onnx`` (written
 here if missing or stale), whose fp32 islands are
-:data:`sam2trt.engine.fp16.FP32_OPS` (normalization, softmax, reductions,
+:data:`sam2trt.fp16.FP32_OPS` (normalization, softmax, reductions,
 pow/sqrt/exp, sin/cos, resize, index math) -- the one fp32 policy, for
 TensorRT and ONNX Runtime alike. ``fp32`` builds the fp32 export as it is
 (TF32 stays allowed, TensorRT's default). No builder precision flag is set:
@@ -56,9 +56,9 @@ from sam2trt import __version__
 from sam2trt import platform
 from sam2trt.engine.compat import (ENGINES_JSON, META_FORMAT, PREPROCESS_VARIANTS, FrameSizeProfile,
                                    check_engines_meta, engine_paths, preprocess_paths, read_engines_meta)
-from sam2trt.engine.fp16 import write_all_fp16
 from sam2trt.errors import EnvironmentMissing, ModelError, RuntimeFailure, UsageError
 from sam2trt.fileio import atomic_write, sha256_file
+from sam2trt.fp16 import write_all_fp16
 from sam2trt.model_spec import MODULE_IO, MODULES, ModelSpec, load_model_spec, static_dims
 from sam2trt.platform import TRT_INSTALL_HINT
 from sam2trt.preprocess_graph import build_preprocess_model_for

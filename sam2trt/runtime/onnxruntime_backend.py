@@ -20,6 +20,7 @@ from typing import Collection
 import numpy as np
 
 from sam2trt.errors import ModelError, UsageError
+from sam2trt.fp16 import fp16_paths
 from sam2trt.model_spec import MODULES, ModelSpec, check_io_names
 from sam2trt.runtime.base import to_host
 
@@ -108,7 +109,7 @@ def make_runners(spec: ModelSpec, threads: int | None = None, precision: str = "
         threads: intra-op threads (default: all cores).
         precision: ``"fp32"`` (default) runs the exported ``<module>.onnx``;
             ``"fp16"`` runs the mixed-precision ``<module>.fp16.onnx`` written by
-            :func:`sam2trt.engine.fp16.write_all_fp16` (float32 inputs/outputs
+            :func:`sam2trt.fp16.write_all_fp16` (float32 inputs/outputs
             either way, so the tracker feeds both the same arrays).
 
     Raises:
@@ -119,13 +120,11 @@ def make_runners(spec: ModelSpec, threads: int | None = None, precision: str = "
         return {name: OnnxRuntimeRunner(spec.path(name), threads=threads, spec=spec) for name in MODULES}
     if precision != "fp16":
         raise UsageError(f"unknown precision {precision!r}: use fp32 or fp16")
-    from sam2trt.engine.fp16 import fp16_paths
-
     paths = fp16_paths(spec)
     missing = [p.name for p in paths.values() if not p.is_file()]
     if missing:
         raise ModelError(f"{', '.join(missing)} missing in {spec.root}: "
-                         f"write them with `python -m sam2trt.engine.fp16 {spec.root}`")
+                         f"write them with `sam2trt convert-fp16 {spec.root}`")
     runners = {}
     for name in MODULES:
         runners[name] = OnnxRuntimeRunner(paths[name], threads=threads)

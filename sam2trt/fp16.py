@@ -3,9 +3,15 @@
 ``sam2trt build-engines`` builds *strongly typed* networks (TensorRT 10 and
 11): the precision of every layer is the type written in the ONNX graph, so an
 fp16 engine is built from an fp16 ONNX file, and :data:`FP32_OPS` is the one
-fp32-island policy of the project. This module writes that file (``<module>.fp16.onnx``) from the fp32
-export; it is a plain ONNX model that also runs in ONNX Runtime (the CPU
-provider inserts casts around ops that lack fp16 kernels).
+fp32-island policy of the project. This module writes that file
+(``<module>.fp16.onnx``) from the fp32 export: ``sam2trt convert-fp16
+MODEL_DIR`` (or ``build-engines``, which writes what is missing or stale). It
+is a plain ONNX model that also runs in ONNX Runtime (the CPU provider inserts
+casts around ops that lack fp16 kernels).
+
+Needs ``onnx`` (imported when a file is converted). Of the package it imports
+only :mod:`sam2trt.errors`, :mod:`sam2trt.fileio` and :mod:`sam2trt.model_spec`:
+the ONNX Runtime backend reads its paths without the TensorRT build.
 
 Rules (one pass over each graph, subgraphs of ``If`` included):
 
@@ -44,22 +50,22 @@ Rules (one pass over each graph, subgraphs of ``If`` included):
 these torch exports it leaves ``Cast(to=float)`` outputs typed float32 next to
 fp16 tensors and retypes ``Identity``-forwarded weights, so ONNX Runtime
 rejects the result ("Type Error: ... does not match expected type"). The pass
-below tracks the real type of every tensor instead.
+below tracks the real type of every tensor instead. NVIDIA ModelOpt's AutoCast
+was tried too (README: "fp16: why the project's own converter").
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
-import sys
 import time
 from typing import Callable
 
 import numpy as np
 
-from sam2trt.errors import ModelError, RuntimeFailure, Sam2TrtError
+from sam2trt.errors import ModelError, RuntimeFailure
 from sam2trt.fileio import atomic_output, sha256_file
-from sam2trt.model_spec import MODULES, ModelSpec, load_model_spec
+from sam2trt.model_spec import MODULES, ModelSpec
 
 #: Ops computed in float32 inside an fp16 graph (see the module docstring).
 FP32_OPS = frozenset({
@@ -359,23 +365,3 @@ def write_all_fp16(spec: ModelSpec, log: Callable[[str], None] = print, force: b
         write_fp16_onnx(src, dst)
         log(f"wrote {dst.name} ({dst.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - t0:.1f} s)")
     return paths
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m sam2trt.engine.fp16 MODEL_DIR [--force]``: write the four ``.fp16.onnx`` files."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    force = "--force" in args
-    args = [a for a in args if a != "--force"]
-    if len(args) != 1:
-        print("usage: python -m sam2trt.engine.fp16 MODEL_DIR [--force]", file=sys.stderr)
-        return 2
-    try:
-        write_all_fp16(load_model_spec(args[0]), log=lambda s: print(s, file=sys.stderr), force=force)
-    except Sam2TrtError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
