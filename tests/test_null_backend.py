@@ -175,3 +175,36 @@ def test_mask_prompt_and_pointer_state(spec):
     assert abs(cx - (120 + 2)) <= 1.5 and abs(cy - 66.7) <= 1.5  # moved 2 frames at 1 px/frame
     assert abs(rx - 20) <= 1.5 and abs(ry - 22.2) <= 1.5
     assert (outs[2].mask_logits[0] > 0).sum() > 0
+
+
+class _Opened:
+    """A runner stand-in that records its ``__enter__``/``__exit__`` in ``log``; fails to open when ``fail``."""
+
+    def __init__(self, name, log, fail=False):
+        self.name, self.log, self.fail = name, log, fail
+
+    def __enter__(self):
+        if self.fail:
+            raise ModelError(f"{self.name} cannot open")
+        self.log.append(f"open {self.name}")
+        return self
+
+    def __exit__(self, *exc):
+        self.log.append(f"close {self.name}")
+
+
+def test_module_runners_is_a_context_manager():
+    """Opens the four runners in module order, then preprocess; closes them in reverse, also on a failed open."""
+    log = []
+    runners = ModuleRunners(**{m: _Opened(m, log) for m in MODULES}, preprocess=_Opened("preprocess", log),
+                            backend="test")
+    with runners as active:
+        assert active is runners and log == [f"open {m}" for m in (*MODULES, "preprocess")]
+    assert log[5:] == [f"close {m}" for m in reversed((*MODULES, "preprocess"))]
+
+    log.clear()
+    failing = {m: _Opened(m, log, fail=m == "mask_decoder") for m in MODULES}
+    with pytest.raises(ModelError, match="mask_decoder cannot open"):
+        with ModuleRunners(**failing, backend="test"):
+            pass
+    assert log == ["open image_encoder", "open memory_attention", "close memory_attention", "close image_encoder"]

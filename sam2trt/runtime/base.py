@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
 from typing import Collection, Protocol
 
 import numpy as np
@@ -55,6 +56,12 @@ class ModuleRunners:
     ``None`` (ONNX Runtime), frames are preprocessed on the host with PIL
     (:func:`sam2trt.tracker.processing.preprocess_frame`), bit-exact with the
     official loader.
+
+    A context manager: ``with ModuleRunners(...) as runners`` activates the
+    four runners in module order, then ``preprocess`` (each field becomes what
+    its ``__enter__`` returned), and closes them in reverse order on exit.
+    Built around runners that are already active (wrappers, stand-ins), it is
+    used without ``with``.
     """
 
     image_encoder: Runner
@@ -64,3 +71,24 @@ class ModuleRunners:
     backend: str
     reason: str = ""
     preprocess: Runner | None = None
+    _stack: contextlib.ExitStack | None = field(default=None, init=False, repr=False, compare=False)
+
+    _ORDER = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder", "preprocess")
+
+    def __enter__(self) -> "ModuleRunners":
+        """Activate every runner; if one fails to open, close those already open and raise its error."""
+        if self._stack is not None:
+            raise RuntimeError("ModuleRunners entered twice")
+        with contextlib.ExitStack() as stack:
+            for name in self._ORDER:
+                runner = getattr(self, name)
+                if runner is not None:
+                    setattr(self, name, stack.enter_context(runner))
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Close the runners in reverse order (exceptions are not suppressed)."""
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.__exit__(*exc)

@@ -512,9 +512,6 @@ def open_null_runners(spec, threads: int | None = None):
 
     ``backend`` is ``"null"``; ``reason`` says the outputs are placeholders.
     """
-    runners = make_runners(spec, threads)
-    with contextlib.ExitStack() as stack:
-        active = {name: stack.enter_context(runners[name]) for name in MODULES}
-        active["preprocess"] = stack.enter_context(NullPreprocess(spec))
-        yield ModuleRunners(**active, backend=BACKEND,
-                            reason="host-only run: the modules return placeholder outputs (no inference)")
+    with ModuleRunners(**make_runners(spec, threads), preprocess=NullPreprocess(spec), backend=BACKEND,
+                       reason="host-only run: the modules return placeholder outputs (no inference)") as active:
+        yield active

@@ -118,8 +118,6 @@ def open_runners(spec: ModelSpec, backend: str = "auto", *, threads: int | None 
     else:
         make = tensorrt_runners if chosen == "tensorrt" else onnxruntime_runners
         runners = make(spec, threads=threads)
-    with contextlib.ExitStack() as stack:
-        active = {name: stack.enter_context(runners[name]) for name in MODULES}
-        if runners.get("preprocess") is not None:
-            active["preprocess"] = stack.enter_context(runners["preprocess"])
-        yield ModuleRunners(**active, backend=chosen, reason=reason)
+    with ModuleRunners(**{name: runners[name] for name in MODULES}, preprocess=runners.get("preprocess"),
+                       backend=chosen, reason=reason) as active:
+        yield active
