@@ -56,6 +56,7 @@ from sam2trt import __version__
 from sam2trt import platform
 from sam2trt.engine.compat import (ENGINES_JSON, META_FORMAT, PREPROCESS_VARIANTS, FrameSizeProfile,
                                    check_engines_meta, engine_paths, preprocess_paths, read_engines_meta)
+from sam2trt.engine.factory import create_trt_object
 from sam2trt.errors import EnvironmentMissing, ModelError, RuntimeFailure, UsageError
 from sam2trt.fileio import atomic_write, sha256_file
 from sam2trt.fp16 import write_all_fp16
@@ -150,25 +151,6 @@ def _check_environment(env) -> None:
 def network_flags(trt) -> int:
     """``create_network`` flags: ``STRONGLY_TYPED`` (the module docstring says why)."""
     return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-
-
-def create_trt_object(factory, *args, what: str):
-    """``factory(*args)`` for a TensorRT object (``trt.Builder``, ``trt.Runtime``, ``trt.OnnxParser``).
-
-    Returns:
-        The new object.
-    Raises:
-        RuntimeFailure: one line (exit 4) when TensorRT creates nothing: the
-            bindings then raise ``TypeError("pybind11::init(): factory function
-            returned nullptr")`` (no usable CUDA driver or GPU, out of memory).
-    """
-    try:
-        return factory(*args)
-    except TypeError as e:
-        if "nullptr" not in str(e):
-            raise
-        raise RuntimeFailure(f"TensorRT could not create its {what} (see the TensorRT log above): "
-                             "check the GPU and driver with `sam2trt doctor`") from None
 
 
 def _build_one(trt, builder, logger, onnx_path: pathlib.Path, shapes: dict, *, workspace_gib: float,

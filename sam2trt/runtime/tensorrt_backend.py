@@ -49,29 +49,14 @@ from typing import Collection
 
 import numpy as np
 
-from sam2trt.engine.build import create_trt_object
 from sam2trt.engine.compat import (PREPROCESS_VARIANTS, FrameSizeProfile, engine_paths, frame_size_profile,
                                    preprocess_paths, read_engines_meta, rebuild_hint)
-from sam2trt.errors import EnvironmentMissing, ModelError, RuntimeFailure
+from sam2trt.engine.factory import create_trt_object, import_tensorrt
+from sam2trt.errors import ModelError, RuntimeFailure
 from sam2trt.model_spec import MODULES, ModelSpec
-from sam2trt.platform import TRT_INSTALL_HINT
 from sam2trt.runtime.base import to_host
 from sam2trt.runtime.cuda_memory import ALIGNMENT, CudaMemory, CudaTensor, import_cudart
 from sam2trt.tracker.processing import frame_resize_weights, pil_resizes_vertically_first
-
-
-def import_tensorrt():
-    """The ``tensorrt`` module.
-
-    Raises:
-        EnvironmentMissing: TensorRT is not installed (exit 5).
-    """
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise EnvironmentMissing(f"TensorRT is not installed: {TRT_INSTALL_HINT}; "
-                                 "or track with --backend onnxruntime") from None
-    return trt
 
 
 class EngineFromPath:
