@@ -10,8 +10,6 @@ import importlib
 import json
 import os
 import pathlib
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -20,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from sam2trt import __version__
-from sam2trt.fileio import sha256_file
+from sam2trt.fileio import publish, remove, sha256_file, stage_dir
 from sam2trt.errors import InputError, ModelError, RuntimeFailure
 from sam2trt.lazy import lazy_import
 from sam2trt.model_spec import MODEL_FILES, MODEL_JSON, MODULE_IO, FORMAT_VERSION
@@ -334,8 +332,7 @@ def export_model(model, config: str, out_dir: str | os.PathLike, *, source: dict
 
     _check_supported(model)
     out_dir = pathlib.Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    tmp = stage_dir(out_dir)  # private, next to out_dir (its parent is created)
     try:
         desc = model_description(model, config)
         desc["source"] = source
@@ -363,7 +360,7 @@ def export_model(model, config: str, out_dir: str | os.PathLike, *, source: dict
         (tmp / MODEL_JSON).write_text(json.dumps(desc, indent=1))
         out_dir.mkdir(exist_ok=True)
         for f in tmp.iterdir():
-            os.replace(f, out_dir / f.name)
+            publish(f, out_dir / f.name)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove(tmp)
     return out_dir
