@@ -408,12 +408,10 @@ def test_exit_0_ok_and_2_usage(tiny_model_dir, clip, tmp_path):
 
 
 def test_exit_1_unexpected_error_is_one_line(monkeypatch, capsys):
-    import sam2trt.batch
-
     def boom(*a, **k):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(sam2trt.batch, "plan_jobs", boom)
+    monkeypatch.setattr(cli, "plan_jobs", boom)  # the name the CLI calls (sam2trt.batch.plan_jobs)
     assert cli.main(["track", "x.mp4", "--model", "M", "--box", "1,1,5,5"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: unexpected ZeroDivisionError: a bug")
