@@ -12,7 +12,7 @@ import pathlib
 
 import pytest
 
-from tests.helpers import CONFIG, CONFIG_20, DATA, HYPERNET_SCALE, SEED, SEED_20, run_cli
+from tests.helpers import CONFIG, CONFIG_20, DATA, HYPERNET_SCALE, SEED, SEED_20, memoize_forward_image, run_cli
 
 #: The fixtures that need torch and the official ``sam2`` package: a test that uses one of them,
 #: directly or through another fixture (``tiny_model_dir``, ``model_copy``, ``tiny_runners``, ...),
@@ -85,7 +85,7 @@ def official_predictor(tiny_checkpoint):
     """The official ``SAM2VideoPredictor`` (post-processing on) with the same weights."""
     from sam2trt.export.exporter import build_model
 
-    return build_model(CONFIG, checkpoint=tiny_checkpoint)
+    return memoize_forward_image(build_model(CONFIG, checkpoint=tiny_checkpoint))
 
 
 @pytest.fixture()
@@ -146,7 +146,7 @@ def sam20_predictor(sam20_checkpoint):
     """The official ``SAM2VideoPredictor`` (post-processing on) for ``sam2_hiera_t`` with the same weights."""
     from sam2trt.export.exporter import build_model
 
-    return build_model(CONFIG_20, checkpoint=sam20_checkpoint)
+    return memoize_forward_image(build_model(CONFIG_20, checkpoint=sam20_checkpoint))
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,7 @@
 
 - fp32 against the official ``SAM2VideoPredictor``: the parity bar of
   ``tests/test_parity.py`` (mean IoU >= 0.999, no frame below 0.99) on its two
-  cases, over :data:`NUM_TRACKED` frames (the memory bank fills at frame 7 and
-  slides at frame 8).
+  cases, over the same frames, against the same (session-memoised) official runs.
 - bf16 against ONNX Runtime fp32 on the same cases and weights: mean IoU >= 0.98
   (the bar of the fp16 ONNX path), printed per frame (``pytest -s``).
 - ``track --backend openvino`` end to end with every output; usage and
@@ -28,7 +27,7 @@ import pytest
 from sam2trt.errors import EnvironmentMissing, Interrupted, ModelError, UsageError
 from sam2trt.runtime import openvino_backend as ovb
 from sam2trt.runtime.select import check_precision, choose_backend
-from tests.helpers import BOXES, MIN_MEAN_IOU, compare, mean_iou, run_cli, run_official, run_ours
+from tests.helpers import BOXES, MIN_MEAN_IOU, PARITY_FRAMES, compare, mean_iou, run_cli, run_official, run_ours
 
 try:
     importlib.import_module("openvino")
@@ -39,7 +38,7 @@ except ImportError:
 
 needs_openvino = pytest.mark.skipif(OV_MISSING is not None, reason=OV_MISSING or "")
 
-NUM_TRACKED = 9  # frame 7 has a full memory bank (num_maskmem 7), frame 8 slides it
+NUM_TRACKED = PARITY_FRAMES  # as tests/test_parity.py: the official runs are shared (memoised)
 CASES = {  # name: (boxes, prompt frame, fill_hole_area), the two cases of tests/test_parity.py
     "one_object": (BOXES[:1], 0, 0),
     "two_objects_frame3_holes": (BOXES, 3, 8),
@@ -223,18 +222,14 @@ def test_doctor_lists_openvino_devices_and_precisions():
 
 
 # ------------------------------------------------------------------- parity (slow)
-@pytest.fixture(scope="module")
-def official_runs(official_predictor, vtest_frames):
-    """``get(case) -> {frame: [K, H, W] logits}`` from the official predictor, cached per case."""
-    cache: dict = {}
+@pytest.fixture()
+def official_runs(official_predictor, vtest_frames, monkeypatch):
+    """``get(case) -> {frame: [K, H, W] logits}`` from the official predictor (memoised by ``run_official``)."""
 
     def get(case):
-        if case not in cache:
-            boxes, prompt_frame, holes = CASES[case]
-            with pytest.MonkeyPatch.context() as mp:
-                cache[case] = run_official(official_predictor, vtest_frames, boxes, prompt_frame, NUM_TRACKED,
-                                           bool(holes), mp)
-        return cache[case]
+        boxes, prompt_frame, holes = CASES[case]
+        return run_official(official_predictor, vtest_frames, boxes, prompt_frame, NUM_TRACKED, bool(holes),
+                            monkeypatch)
 
     return get
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import BOXES, CONFIG, CONFIG_20, compare, run_official, run_ours
+from tests.helpers import BOXES, CONFIG, CONFIG_20, PARITY_FRAMES, compare, run_official, run_ours
 
 pytestmark = pytest.mark.slow
 
-NUM_TRACKED = 12  # > num_maskmem (7): the memory bank fills and slides
+NUM_TRACKED = PARITY_FRAMES  # > num_maskmem (7): the memory bank fills and slides
 
 
 @pytest.fixture(params=[CONFIG, CONFIG_20])
