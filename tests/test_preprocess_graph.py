@@ -32,7 +32,7 @@ from sam2trt.preprocess_graph import build_preprocess_model
 from sam2trt.tracker.processing import (
     frame_resize_weights, pil_resize_weights, pil_resizes_vertically_first, preprocess_frame, preprocess_frame_matmul,
 )
-from tests.helpers import BOXES, DATA, iou_table, run_official
+from tests.helpers import BOXES, DATA, PARITY_FRAMES, iou_table, run_official, session_runners
 
 S = 1024
 MEAN = (0.485, 0.456, 0.406)  # model.json image_mean / image_std (the official loader's)
@@ -208,10 +208,10 @@ def test_preprocess_frame_matmul_checks_shapes():
 
 @pytest.mark.slow
 def test_parity_with_graph_preprocessing(tiny_model_dir, official_predictor, vtest_frames, sessions, monkeypatch):
-    """8 vtest frames (a full memory bank) tracked with images from the graph (on ORT) vs the official predictor (PIL)."""
+    """The parity case of one object over 12 vtest frames (a full, sliding memory bank), tracked with images
+    from the graph (on ORT), vs the official predictor (PIL): the official run is the one test_parity uses."""
     from sam2trt.model_spec import load_model_spec
     from sam2trt.preprocess_graph import build_preprocess_model_for
-    from sam2trt.runtime import open_runners
     from sam2trt.tracker import FrameStepper, ObjectPrompt, track_frames
     from sam2trt.tracker.processing import upsample_logits
     from sam2trt.video import open_frames
@@ -219,15 +219,16 @@ def test_parity_with_graph_preprocessing(tiny_model_dir, official_predictor, vte
     spec = load_model_spec(tiny_model_dir)
     assert tuple(spec.image_mean) == MEAN and tuple(spec.image_std) == STD and spec.image_size == S
     build_preprocess_model_for(spec)  # the spec's own values build the graph the sessions run
-    n = 8  # the memory bank is full from frame 7 on
-    ref = run_official(official_predictor, vtest_frames, BOXES, 0, n, False, monkeypatch)
-    prompts = [ObjectPrompt(i + 1, 0, box=(x, y, x + w, y + h)) for i, (x, y, w, h) in enumerate(BOXES)]
+    n, boxes = PARITY_FRAMES, BOXES[:1]
+    ref = run_official(official_predictor, vtest_frames, boxes, 0, n, False, monkeypatch)
+    prompts = [ObjectPrompt(i + 1, 0, box=(x, y, x + w, y + h)) for i, (x, y, w, h) in enumerate(boxes)]
     ours = {}
-    with open_frames(vtest_frames) as source, open_runners(spec, "onnxruntime") as runners:
+    spec, runners = session_runners(tiny_model_dir)
+    with open_frames(vtest_frames) as source:
         stepper = FrameStepper(spec, runners, fill_hole_area=0)
         frames = ((idx, rgb, run_graph(sessions, rgb)) for idx, rgb in source)
         for fo in track_frames(stepper, frames, prompts, num_frames=source.info.num_frames, max_frames=n):
             ours[fo.frame_idx] = upsample_logits(fo.mask_logits, source.info.height, source.info.width)
     assert len(ours) == n
-    for k in range(len(BOXES)):
+    for k in range(len(boxes)):
         iou_table({f: v[k] for f, v in ours.items()}, {f: v[k] for f, v in ref.items()}, f"object {k + 1}")
