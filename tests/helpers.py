@@ -192,13 +192,21 @@ def memoize_forward_image(predictor):
     memoised outputs (dict and lists copied, tensors shared: the official code
     only reads them) are what a fresh call returns.
     """
-    cache = {}
+    import torch
+
+    cache, first_pos = {}, []
     forward_image = predictor.forward_image
 
     def memoized(img_batch):
         key = hashlib.sha1(img_batch.detach().contiguous().numpy().tobytes()).digest() + repr(tuple(img_batch.shape)).encode()
         if key not in cache:
-            cache[key] = forward_image(img_batch)
+            out = forward_image(img_batch)
+            pos = out["vision_pos_enc"]  # depends on the feature sizes only: keep one copy (84 MB for tiny)
+            if first_pos and all(torch.equal(a, b) for a, b in zip(first_pos, pos)):
+                out["vision_pos_enc"] = list(first_pos)
+            elif not first_pos:
+                first_pos.extend(pos)
+            cache[key] = out
         return {k: list(v) if isinstance(v, list) else v for k, v in cache[key].items()}
 
     predictor.forward_image = memoized
