@@ -29,7 +29,7 @@ class Spec:
 
 
 # ---------------------------------------------------------------- memory selection
-def _official_selection(model, cond, non_cond, frame_idx, num_frames):
+def _official_selection(model, cond, non_cond, frame_idx, num_frames, reverse=False):
     """Run the official _prepare_memory_conditioned_features and read back what it selected.
 
     Each frame's memory features and pointer are filled with ``frame + 1`` so the
@@ -66,7 +66,8 @@ def _official_selection(model, cond, non_cond, frame_idx, num_frames):
             model._prepare_memory_conditioned_features(
                 frame_idx=frame_idx, is_init_cond_frame=False,
                 current_vision_feats=[torch.zeros(hw * hw, 1, C)], current_vision_pos_embeds=[torch.zeros(hw * hw, 1, C)],
-                feat_sizes=[(hw, hw)], output_dict=output_dict, num_frames=num_frames)
+                feat_sizes=[(hw, hw)], output_dict=output_dict, num_frames=num_frames,
+                track_in_reverse=reverse)
     finally:
         del model.memory_attention.forward
         base.get_1d_sine_pe = orig_pe
@@ -107,6 +108,82 @@ def test_select_memory_matches_official(official_predictor, cond, non_cond, fram
     assert sel.tpos_index == tpos
     assert [int(p[0]) - 1 for p in sel.obj_ptrs] == ptr_frames
     np.testing.assert_array_equal(sel.obj_ptr_tpos(), ptr_tpos)
+
+
+REVERSE_SCENARIOS = [
+    # (cond frames, non-cond frames, frame_idx, num_frames): tracking backward (track_in_reverse=True)
+    ([8], [], 7, 16),                                   # first backward frame, nothing inherited
+    ([8], list(range(9, 16)), 7, 16),                   # the forward pass's memories after the prompt frame
+    ([8], list(range(9, 16)) + [7, 6, 5], 4, 16),       # mixed: backward frames then inherited ones
+    ([50], list(range(51, 80)) + list(range(40, 50)), 39, 100),  # pointers capped at max_obj_ptrs - 1
+    ([30], list(range(31, 40)), 29, 10),                # short video: fewer pointers, other t_diff_max
+    ([10, 20], list(range(11, 20)) + [9, 8], 7, 100),   # a cond frame ahead of the direction: memory and pointer
+    ([0, 12], list(range(1, 12)) + list(range(13, 20)), 5, 100),  # a cond frame behind: memory yes, pointer no
+    ([5], [6, 8, 11, 12], 4, 100),                      # gaps are skipped, not padded
+    ([3], [], 0, 4),                                    # frame 0
+]
+
+
+@pytest.mark.parametrize("cond,non_cond,frame_idx,num_frames", REVERSE_SCENARIOS)
+def test_select_memory_in_reverse_matches_official(official_predictor, cond, non_cond, frame_idx, num_frames):
+    frames, tpos, ptr_frames, ptr_tpos = _official_selection(official_predictor, cond, non_cond, frame_idx,
+                                                             num_frames, reverse=True)
+
+    def mem(t):
+        return FrameMemory(np.full((64, 2, 2), t + 1, np.float32), np.full(256, t + 1, np.float32), 1.0)
+
+    bank = ObjectMemory(cond={t: mem(t) for t in cond}, non_cond={t: mem(t) for t in non_cond})
+    sel = select_memory(bank, frame_idx, num_frames, Spec, reverse=True)
+    assert [int(f[0, 0, 0]) - 1 for f in sel.features] == frames
+    assert sel.tpos_index == tpos
+    assert [int(p[0]) - 1 for p in sel.obj_ptrs] == ptr_frames
+    np.testing.assert_array_equal(sel.obj_ptr_tpos(), ptr_tpos)
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_select_memory_in_reverse_with_stride_matches_official(official_predictor, stride):
+    class Strided(Spec):
+        memory_temporal_stride_for_eval = stride
+
+    old = official_predictor.memory_temporal_stride_for_eval
+    official_predictor.memory_temporal_stride_for_eval = stride
+    try:
+        frames, tpos, ptr_frames, _ = _official_selection(official_predictor, [40], list(range(20, 40)) +
+                                                          list(range(41, 60)), 19, 100, reverse=True)
+    finally:
+        official_predictor.memory_temporal_stride_for_eval = old
+
+    def mem(t):
+        return FrameMemory(np.full((64, 2, 2), t + 1, np.float32), np.full(256, t + 1, np.float32), 1.0)
+
+    bank = ObjectMemory(cond={40: mem(40)}, non_cond={t: mem(t) for t in list(range(20, 40)) + list(range(41, 60))})
+    sel = select_memory(bank, 19, 100, Strided, reverse=True)
+    assert [int(f[0, 0, 0]) - 1 for f in sel.features] == frames
+    assert sel.tpos_index == tpos and [int(p[0]) - 1 for p in sel.obj_ptrs] == ptr_frames
+
+
+def test_prune_forward_keeps_what_the_backward_pass_reads():
+    """Forward from frame 50 with keep_after=50 over 200 frames, then backward: the backward
+    selection equals the one made with the full (unpruned) bank, and the bank stays flat."""
+    def mem(t):
+        return FrameMemory(np.full((64, 2, 2), t + 1, np.float32), np.full(256, t + 1, np.float32), 1.0)
+
+    full, pruned = ObjectMemory(cond={50: mem(50)}), ObjectMemory(cond={50: mem(50)})
+    for t in range(51, 250):
+        for bank in (full, pruned):
+            bank.non_cond[t] = mem(t)
+        prune(pruned, t + 1, Spec, keep_after=50)
+        assert len(pruned.non_cond) <= 32
+    for t in range(49, 0, -1):
+        a, b = select_memory(full, t, 250, Spec, reverse=True), select_memory(pruned, t, 250, Spec, reverse=True)
+        assert a.layout == b.layout
+        assert all(np.array_equal(x, y) for x, y in zip(a.features, b.features))
+        assert all(np.array_equal(x, y) for x, y in zip(a.obj_ptrs, b.obj_ptrs))
+        for bank in (full, pruned):
+            bank.non_cond[t] = mem(t)
+        prune(pruned, t - 1, Spec, reverse=True)
+        assert len(pruned.non_cond) <= 32
+    assert len(pruned.non_cond) <= 16
 
 
 def test_prune_keeps_bank_flat_and_selection_unchanged():
@@ -278,9 +355,15 @@ def test_build_prompts_ids_frames_and_conflicts():
     assert len(only_points) == 1 and only_points[0].frame_idx == 5 and len(only_points[0].points) == 2
     masks = build_prompts([], [], ["2@7:m.png"], load_mask=lambda path: np.ones((2, 2), bool))
     assert masks[0].obj_id == 2 and masks[0].frame_idx == 7 and masks[0].mask.all()
+    several = build_prompts(["1@0:1,1,5,5", "1@9:2,2,5,5"], ["1@4:5,5", "1@9:3,3,0", "2@4:1,1"], [],
+                            load_mask=lambda path: np.ones((2, 2), bool))
+    assert [(p.obj_id, p.frame_idx) for p in several] == [(1, 0), (1, 4), (1, 9), (2, 4)]
+    assert several[2].box == (2.0, 2.0, 7.0, 7.0) and several[2].points == ((3.0, 3.0, 0),)
+    mixed = build_prompts(["1@3:1,1,5,5"], ["1:2,2"], ["1@8:m.png"], load_mask=lambda path: np.ones((2, 2), bool))
+    assert [(p.frame_idx, p.mask is not None) for p in mixed] == [(3, False), (8, True)]
+    assert mixed[0].points == ((2.0, 2.0, 1),)  # no frame: the object's first named frame
     for boxes, points, mask_args, words in [
         (["1,1,2,2", "1,1,2,2"], ["5,5"], [], "names no object"),
-        (["1@0:1,1,2,2"], ["1@4:5,5"], [], "frames 0 and 4"),
         (["2:1,1,2,2", "2:1,1,3,3"], [], [], "two boxes"),
         (["300:1,1,2,2"], [], [], "out of range"),
         (["1,1,2,2"], [], ["m.png"], "a mask and a box"),
