@@ -227,13 +227,26 @@ class FrameSource:
             return
         per_frame = max(1, self.info.width * self.info.height * 3)
         chunk = max(1, chunk_bytes // per_frame)
+        if stop > start:
+            chunk = min(chunk, stop - start)
+        # One buffer for every chunk, allocated once (a single mapping the allocator returns whole when
+        # the range ends, instead of a chunk's worth of frame-sized blocks left to fragment): each frame is
+        # decoded into it and handed out as a copy, so the consumer may keep it.
+        buf = None
         b = stop
         while b > start:
             a = max(start, b - chunk)
-            block = list(self._decode_range(a, b, pts, keys))
-            if not block:
+            got: list[int] = []
+            for index, rgb in self._decode_range(a, b, pts, keys):
+                if buf is None:
+                    buf = np.empty((chunk, *rgb.shape), np.uint8)
+                buf[len(got)] = rgb
+                got.append(index)
+                del rgb
+            if not got:
                 return
-            yield from reversed(block)
+            for k in range(len(got) - 1, -1, -1):
+                yield got[k], buf[k].copy()
             b = a
 
     def frame_index(self) -> tuple[list[int] | None, list[int] | None]:
