@@ -320,6 +320,90 @@ class _Spill:
         remove(self.dir)
 
 
+class _Backlog:
+    """Results tracked ahead of their turn in frame order, and how far the outputs got.
+
+    ``head``: forward :class:`~sam2trt.tracker.FrameOutput` s tracked before the
+    backward pass (at most ``max(memory_windows)`` frames), by frame; ``spill``:
+    the backward pass's :class:`_Spill` (or ``None``); ``written``: one past the
+    last frame handed to the sinks; ``broken``: the post-processing stage or the
+    sinks' setup failed, so nothing more may be written. The inference thread
+    fills it; after it stopped, :func:`_write_backlog` empties it.
+    """
+
+    def __init__(self):
+        self.head: dict = {}
+        self.spill: _Spill | None = None
+        self.written = 0
+        self.broken = False
+
+    def pop(self, idx: int):
+        """Frame ``idx``'s result (a ``FrameOutput`` or ``FrameResult``), removed; ``None`` if there is none."""
+        result = self.head.pop(idx, None)
+        if result is None and self.spill is not None:
+            result = self.spill.pop(idx)
+        return result
+
+    def last(self) -> int | None:
+        """The highest frame still waiting, or ``None``."""
+        waiting = set(self.head) | (self.spill.frames if self.spill is not None else set())
+        return max(waiting) if waiting else None
+
+
+def _write_backlog(backlog: _Backlog, source, sinks_run, info, guard) -> int:
+    """Write the results a run cut short has tracked but not yet written; returns how many frames that adds.
+
+    With ``both`` or ``backward`` the frames are written in frame order only
+    after the backward pass (its results wait in a :class:`_Spill`, the forward
+    frames tracked before it in ``backlog.head``). When the run stops earlier
+    (error, SIGINT/SIGTERM), this writes them from ``backlog.written`` on, in
+    frame order, so that the partial outputs hold every processed frame: the
+    video is decoded once more from there for the overlay, and untracked frames
+    in between go to the overlay unmasked. If decoding fails here, the remaining
+    results still go to the per-frame outputs and the overlay ends before that
+    frame. A further signal stops the writing at the current frame. Runs in the
+    calling thread once the inference and post-processing threads have stopped.
+
+    Args:
+        backlog: the run's :class:`_Backlog`; ``source``: the open
+            :class:`~sam2trt.video.reader.FrameSource`; ``sinks_run``: the running
+            :class:`~sam2trt.video.sinks.SinkRunner`; ``info``: the source's
+            :class:`~sam2trt.video.VideoInfo`; ``guard``: the :class:`~sam2trt.signals.SignalGuard`.
+    Raises:
+        Whatever post-processing or the backward results' folder raises (``OSError``,
+        :class:`RuntimeFailure`); decoding errors are not raised.
+    """
+    last = backlog.last()
+    if backlog.broken or last is None or last < backlog.written:
+        return 0
+    signals = len(guard.received)
+    frames = source.frames(backlog.written, last + 1)
+    decoded: tuple | None = None
+    added = 0
+    try:
+        for idx in range(backlog.written, last + 1):
+            if len(guard.received) > signals:
+                break
+            rgb = None
+            while frames is not None and (decoded is None or decoded[0] < idx):
+                try:
+                    decoded = next(frames)
+                except (StopIteration, Sam2TrtError, OSError):
+                    frames = None  # the overlay ends here; the per-frame outputs go on
+            if decoded is not None and decoded[0] == idx and frames is not None:
+                rgb = decoded[1]
+            result = backlog.pop(idx)
+            if result is not None and not isinstance(result, FrameResult):
+                result = postprocess(result, info.height, info.width)
+            sinks_run.put(idx, rgb, result)  # without a picture the overlay ends here
+            backlog.written = idx + 1
+            added += result is not None
+    finally:
+        if frames is not None:
+            frames.close()
+    return added
+
+
 class _Items:
     """The reader's items with one item of look-ahead (:meth:`tag` peeks)."""
 
@@ -436,7 +520,6 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
         items = _Items(frames_ch)
         t_in = [0.0]
         rgbs: dict = {}
-        head: dict = {}  # forward outputs computed before the backward pass, by frame
         spill = None
 
         def feed(tag: str, keep_rgb: bool = False, stop_at_change: bool = True):
@@ -487,10 +570,11 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
                             return
                     else:
                         rgbs.pop(out.frame_idx, None)
-                        head[out.frame_idx] = out
+                        backlog.head[out.frame_idx] = out
                 elif tag == "B":
                     spill = _Spill(next(iter(job.outputs().values()), None))
                     spills.append(spill)
+                    backlog.spill = spill
                     for out in track_frames(stepper, feed("B"), job.prompts, num_frames=info.num_frames,
                                             banks=_copy_banks(banks), reverse=True, conditioning=cond):
                         tracked()
@@ -500,9 +584,7 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
                 elif tag == "O":
                     live = True
                     idx, rgb, _, _ = items.take()
-                    result = head.pop(idx, None)
-                    if result is None and spill is not None:
-                        result = spill.pop(idx)
+                    result = backlog.pop(idx)
                     if not emit(idx, rgb, result):
                         return
                 else:
@@ -514,8 +596,6 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
             frames_ch.drain()
             if fwd is not None:
                 fwd.close()
-            if spill is not None:
-                spill.close()
 
     def post() -> None:
         clock = time.thread_time
@@ -526,11 +606,14 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
                                                                                              info.width)
                 stats["postprocess"] = stats.get("postprocess", 0.0) + clock() - t0
                 sinks_run.put(idx, rgb, result)
+                backlog.written = idx + 1
         except BaseException as e:
+            backlog.broken = True
             fail(e)
             post_ch.drain()
 
-    spills: list = []  # backward result folders, removed by the infer thread or, at the latest, below
+    spills: list = []  # backward result folders, removed below
+    backlog = _Backlog()
     sinks: dict = {}
     sinks_run = None
     threads: list[threading.Thread] = []
@@ -559,6 +642,7 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
             except KeyboardInterrupt:
                 interrupted = True
             except BaseException:
+                backlog.broken = True
                 for s in sinks.values():
                     s.abort()
                 raise
@@ -577,6 +661,11 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
                         frames_ch.drain()
                         if started[0]:
                             threads[0].join(5)
+                    if sinks_run is not None and started and started[1] and not threads[1].is_alive():
+                        try:  # a run cut short: what was tracked but still waits for its turn in frame order
+                            summary.frames += _write_backlog(backlog, source, sinks_run, info, guard)
+                        except Exception as e:  # e.g. disk full while writing the label maps back
+                            failures.append(e)
                     if sinks_run is not None:
                         sinks_run.finish()
                     for spill in spills:
