@@ -299,7 +299,7 @@ def run_job(s: JobSpec, spec, runners: Callable[[], object], *, index: int = 0, 
     Raises:
         Whatever ``runners()`` raises (model, backend, environment errors).
     """
-    summary = summary if summary is not None else TrackSummary(video=s.video)
+    summary = summary if summary is not None else TrackSummary(video=s.video, direction=s.direction)
     try:
         try:
             job = s.to_track_job(fill_hole_area, **(job_options or {}))

@@ -120,7 +120,7 @@ class TrackSummary:
     error: str | None = None
     outputs: dict = field(default_factory=dict)
     exit_code: int = 0
-    direction: str = "both"
+    direction: str = "forward"
 
     def as_dict(self) -> dict:
         """JSON-ready dict: video, status, frames, first_frame, direction, objects, seconds, fps, backend, outputs,

@@ -23,10 +23,11 @@ from sam2trt.runtime import open_runners
 from sam2trt.tracker import ObjectPrompt
 from sam2trt.video import open_frames
 from tests.conftest import run_cli
-from tests.test_parity import iou_table
+from tests.test_parity import iou_table, run_official_prompt
 
 BOX = (250, 215, 36, 97)
 BOX2 = (636, 238, 50, 85)
+LATE_FRAME, LATE_BOX = 11, (498.0, 155.0, 531.0, 233.0)  # corners
 
 
 def _xyxy(b):
@@ -74,12 +75,22 @@ def label_map(logits, ids):
     return np.where(fg, np.asarray(ids)[best], 0)
 
 
-def compare(ours, ref, ids):
+def compare(ours, ref, ids, present=None):
+    """Per-object IoU tables (:func:`tests.test_parity.iou_table`) of our label maps against the official logits.
+
+    ``ref``: ``{frame: [K, H, W] logits}`` of objects ``ids``; ``present``: ``{frame: ids}`` where fewer objects
+    are tracked (then ``ref[frame]`` holds those). An object is compared on the frames it is tracked on, and
+    must be absent from ours elsewhere.
+    """
     assert sorted(ours) == sorted(ref), f"frames differ: ours {sorted(ours)}, official {sorted(ref)}"
-    for k, oid in enumerate(ids):
-        ref_k = {f: np.where(label_map(v, ids) == oid, 1.0, -1.0) for f, v in ref.items()}
-        ours_k = {f: np.where(v == oid, 1.0, -1.0) for f, v in ours.items()}
+    present = present or {}
+    labels = {f: label_map(v, present.get(f, ids)) for f, v in ref.items()}
+    for oid in ids:
+        frames = [f for f in sorted(ref) if oid in present.get(f, ids)]
+        ref_k = {f: np.where(labels[f] == oid, 1.0, -1.0) for f in frames}
+        ours_k = {f: np.where(ours[f] == oid, 1.0, -1.0) for f in frames}
         iou_table(ours_k, ref_k, f"object {oid}")
+        assert all(not (ours[f] == oid).any() for f in ours if f not in frames), f"object {oid} where it is not tracked"
 
 
 @pytest.mark.slow
@@ -93,12 +104,21 @@ def test_both_one_object_prompted_mid_clip(tiny_model_dir, official_predictor, v
 
 
 @pytest.mark.slow
-def test_both_two_objects(tiny_model_dir, official_predictor, vtest_frames, tmp_path):
-    prompts = [ObjectPrompt(1, 8, box=_xyxy(BOX)), ObjectPrompt(2, 8, box=_xyxy(BOX2))]
-    ref = run_official_prompts(official_predictor, vtest_frames, prompts, [False, True])
-    ours, order, _ = run_pipeline(tiny_model_dir, vtest_frames, prompts, "both", tmp_path)
-    assert order == list(range(16))
-    compare(ours, ref, [1, 2])
+def test_both_two_objects_and_a_late_one(tiny_model_dir, official_predictor, vtest_frames, tmp_path):
+    """Objects 1 and 2 boxed on frame 8, object 3 on frame 11 (a late object: it keeps its forward semantics,
+    tracked from frame 11 on). Reference for 1 and 2: the official predictor holding both, forward then reverse;
+    for 3: the official predictor tracking it alone from frame 11 (the official 1.1.0 predictor fails on CPU when
+    objects start on different frames)."""
+    both = [ObjectPrompt(1, 8, box=_xyxy(BOX)), ObjectPrompt(2, 8, box=_xyxy(BOX2))]
+    late = ObjectPrompt(3, LATE_FRAME, box=LATE_BOX)
+    ref = run_official_prompts(official_predictor, vtest_frames, both, [False, True])
+    alone = run_official_prompt(official_predictor, vtest_frames, late, 16 - LATE_FRAME)
+    assert sorted(alone) == list(range(LATE_FRAME, 16))
+    for f, logits in alone.items():
+        ref[f] = np.concatenate([ref[f], logits[None]])
+    ours, order, summary = run_pipeline(tiny_model_dir, vtest_frames, both + [late], "both", tmp_path)
+    assert order == list(range(16)) and summary.objects == [1, 2, 3]
+    compare(ours, ref, [1, 2, 3], present={f: [1, 2] for f in range(LATE_FRAME)})
 
 
 @pytest.mark.slow
