@@ -378,7 +378,8 @@ def _check_prompts(prompts: Sequence[ObjectPrompt]) -> tuple[list[int], dict[int
 def needs_conditioning(prompts: Sequence[ObjectPrompt]) -> list[int]:
     """Frames that must be encoded before tracking starts: the prompt frames that are not
     their object's first one (a tracked frame attends to every conditioning frame, also future
-    ones). Sorted frame indices; empty when each object is prompted on one frame."""
+    ones: ``max_cond_frames_in_attn = -1``). Sorted frame indices; empty when each object is
+    prompted on one frame. Raises ``ValueError`` for no prompts or a duplicate (object, frame)."""
     _, first = _check_prompts(prompts)
     return sorted({p.frame_idx for p in prompts if p.frame_idx != first[p.obj_id]})
 
@@ -399,7 +400,10 @@ def encode_conditioning(stepper: FrameStepper, frames: Iterable[tuple], prompts:
         prompts: all prompts (several frames per object allowed).
         only: the frames to encode (default: every prompt frame).
     Returns:
-        ``{(obj_id, frame_idx): ObjectResult}`` for the prompts on those frames.
+        ``{(obj_id, frame_idx): ObjectResult}`` for the prompts on those frames
+        (``mask_logits`` ``[h, w]`` float32 low-resolution, ``memory`` encoded).
+    Raises:
+        ValueError: a frame to encode is not among ``frames``.
     """
     wanted = {p.frame_idx for p in prompts} if only is None else set(only)
     out: dict[tuple[int, int], ObjectResult] = {}

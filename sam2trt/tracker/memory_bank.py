@@ -129,21 +129,28 @@ def select_memory(bank: ObjectMemory, frame_idx: int, num_frames: int | None, sp
     """Choose one object's memories for a non-conditioning frame.
 
     Mirrors ``SAM2Base._prepare_memory_conditioned_features`` in eval mode
-    (sam2 1.1.0, ``sam2/modeling/sam2_base.py``), ``track_in_reverse=reverse``:
+    (sam2 1.1.0, ``sam2/modeling/sam2_base.py``), ``track_in_reverse=reverse``;
+    the line numbers are those of that file:
 
-    - ``tpos_sign_mul = -1 if track_in_reverse else 1``;
-    - spatial memories: for ``t_rel == 1`` the frame ``frame_idx - 1`` (forward)
-      or ``frame_idx + 1`` (reverse); for ``t_rel >= 2`` forward
-      ``((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride``, reverse
-      ``-(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride``;
+    - ``tpos_sign_mul = -1 if track_in_reverse else 1`` (line 520);
+    - conditioning frames: all of them, past and future, at ``t_pos = 0``
+      (``select_closest_cond_frames``, lines 529-533);
+    - spatial memories (lines 538-568): for ``t_rel == 1`` the frame
+      ``frame_idx - 1`` (forward) or ``frame_idx + 1`` (reverse, line 548); for
+      ``t_rel >= 2`` forward ``((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride``
+      (lines 554-556), reverse ``-(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride``
+      (lines 560-562); a missing frame is skipped, an unselected conditioning
+      frame stands in for it (line 567);
     - pointers of conditioning frames with ``t <= frame_idx`` (forward) or
-      ``t >= frame_idx`` (reverse) when ``only_obj_ptrs_in_the_past_for_eval``,
-      at ``(frame_idx - t) * tpos_sign_mul`` (``use_signed_tpos_enc_to_obj_ptrs``)
-      else ``abs(frame_idx - t)``;
+      ``t >= frame_idx`` (reverse) when ``only_obj_ptrs_in_the_past_for_eval``
+      (lines 591-596), at ``(frame_idx - t) * tpos_sign_mul`` when
+      ``use_signed_tpos_enc_to_obj_ptrs`` else ``abs(frame_idx - t)`` (lines 599-608);
     - pointers of non-conditioning frames ``t = frame_idx - t_diff`` (forward) or
-      ``frame_idx + t_diff`` (reverse), ``t_diff = 1 .. max_obj_ptrs - 1``, at
+      ``frame_idx + t_diff`` (reverse, line 613), ``t_diff = 1 .. max_obj_ptrs - 1``
+      with ``max_obj_ptrs = min(num_frames, max_obj_ptrs_in_encoder)`` (line 587), at
       offset ``t_diff`` (positive in both directions), stopping at ``t < 0`` or
-      ``t >= num_frames``.
+      ``t >= num_frames`` (lines 612-620); offsets are divided by
+      ``t_diff_max = max_obj_ptrs - 1`` (lines 629-634).
 
     Args:
         bank: the object's memory bank.
@@ -154,6 +161,10 @@ def select_memory(bank: ObjectMemory, frame_idx: int, num_frames: int | None, sp
             same attributes).
         reverse: tracking backward in time (the official ``track_in_reverse``).
 
+    Returns:
+        A :class:`MemorySelection`: the spatial memories (``[mem_dim, H, W]`` float32
+        each) with their ``maskmem_tpos_enc`` rows, the object pointers
+        (``[hidden_dim]`` float32 each) with their offsets in frames, and ``t_diff_max``.
     Raises:
         ValueError: the bank has no conditioning frame.
     """
