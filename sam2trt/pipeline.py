@@ -550,7 +550,7 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
         try:
             cond = {}
             if items.tag() == "C":
-                cond = encode_conditioning(stepper, feed("C"), job.prompts)
+                cond = encode_conditioning(stepper, feed("C"), job.prompts, only=needs_conditioning(job.prompts))
             banks: dict = {}
             if plan.direction != "backward":
                 fwd = track_frames(stepper, feed("F", keep_rgb=True, stop_at_change=False), job.prompts,

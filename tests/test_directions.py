@@ -93,30 +93,42 @@ def compare(ours, ref, ids, present=None):
         assert all(not (ours[f] == oid).any() for f in ours if f not in frames), f"object {oid} where it is not tracked"
 
 
+MID = [ObjectPrompt(1, 8, box=_xyxy(BOX)), ObjectPrompt(2, 8, box=_xyxy(BOX2))]
+
+
+@pytest.fixture(scope="module")
+def official_mid(official_predictor, vtest_frames):
+    """The official reference of objects 1 and 2 boxed on frame 8: forward, then ``reverse=True``.
+
+    Shared by the one-object and two-object cases: the official predictor runs
+    each object on its own (its own memory, batch size 1, no constraint across
+    objects), so object 1's logits here are those of a run holding object 1 alone.
+    """
+    return run_official_prompts(official_predictor, vtest_frames, MID, [False, True])
+
+
 @pytest.mark.slow
-def test_both_one_object_prompted_mid_clip(tiny_model_dir, official_predictor, vtest_frames, tmp_path):
-    prompts = [ObjectPrompt(1, 8, box=_xyxy(BOX))]
-    ref = run_official_prompts(official_predictor, vtest_frames, prompts, [False, True])
-    ours, order, summary = run_pipeline(tiny_model_dir, vtest_frames, prompts, "both", tmp_path)
+def test_both_one_object_prompted_mid_clip(tiny_model_dir, official_mid, vtest_frames, tmp_path):
+    ref = {f: v[:1] for f, v in official_mid.items()}
+    ours, order, summary = run_pipeline(tiny_model_dir, vtest_frames, MID[:1], "both", tmp_path)
     assert sorted(ref) == list(range(16)) and order == list(range(16))
     assert summary.frames == 16 and summary.first_frame == 0 and summary.as_dict()["direction"] == "both"
     compare(ours, ref, [1])
 
 
 @pytest.mark.slow
-def test_both_two_objects_and_a_late_one(tiny_model_dir, official_predictor, vtest_frames, tmp_path):
+def test_both_two_objects_and_a_late_one(tiny_model_dir, official_predictor, official_mid, vtest_frames, tmp_path):
     """Objects 1 and 2 boxed on frame 8, object 3 on frame 11 (a late object: it keeps its forward semantics,
     tracked from frame 11 on). Reference for 1 and 2: the official predictor holding both, forward then reverse;
     for 3: the official predictor tracking it alone from frame 11 (the official 1.1.0 predictor fails on CPU when
     objects start on different frames)."""
-    both = [ObjectPrompt(1, 8, box=_xyxy(BOX)), ObjectPrompt(2, 8, box=_xyxy(BOX2))]
     late = ObjectPrompt(3, LATE_FRAME, box=LATE_BOX)
-    ref = run_official_prompts(official_predictor, vtest_frames, both, [False, True])
+    ref = dict(official_mid)
     alone = run_official_prompt(official_predictor, vtest_frames, late, 16 - LATE_FRAME)
     assert sorted(alone) == list(range(LATE_FRAME, 16))
     for f, logits in alone.items():
         ref[f] = np.concatenate([ref[f], logits[None]])
-    ours, order, summary = run_pipeline(tiny_model_dir, vtest_frames, both + [late], "both", tmp_path)
+    ours, order, summary = run_pipeline(tiny_model_dir, vtest_frames, MID + [late], "both", tmp_path)
     assert order == list(range(16)) and summary.objects == [1, 2, 3]
     compare(ours, ref, [1, 2, 3], present={f: [1, 2] for f in range(LATE_FRAME)})
 
@@ -200,3 +212,53 @@ def test_frame_folder_read_backward(vtest_frames):
         fwd = dict(src)
         rev = list(src.frames(2, 9, reverse=True))
     assert [i for i, _ in rev] == list(range(8, 1, -1)) and all(np.array_equal(fwd[i], x) for i, x in rev)
+
+
+@pytest.mark.parametrize("direction,prompts,objects,encodes", [
+    # object 1: a box on frame 2, a correcting click on frame 6; object 2: a box on frame 4, a mask on frame 9.
+    # Frames 6 and 9 are encoded ahead, and again when reached (the other object is tracked there).
+    ("forward", [ObjectPrompt(1, 2, box=_xyxy(BOX)), ObjectPrompt(1, 6, points=((268.0, 260.0, 0),)),
+                 ObjectPrompt(2, 4, box=_xyxy(BOX2)), ObjectPrompt(2, 9, mask="ellipse")],
+     {**{f: [1] for f in (2, 3)}, **{f: [1, 2] for f in range(4, 16)}}, 2 + 14),
+    # both objects first on frame 5 (a mask for object 2), later prompts on 9 and 12: tracked in both directions
+    ("both", [ObjectPrompt(1, 5, box=_xyxy(BOX)), ObjectPrompt(1, 9, points=((268.0, 260.0, 1),)),
+              ObjectPrompt(2, 5, mask="ellipse"), ObjectPrompt(2, 12, box=_xyxy(BOX2))],
+     {f: [1, 2] for f in range(16)}, 2 + 16),
+    # backward from frame 9 with a conditioning frame ahead of it (13), which the backward pass attends to
+    ("backward", [ObjectPrompt(1, 9, box=_xyxy(BOX)), ObjectPrompt(1, 13, box=_xyxy(BOX2))],
+     {f: [1] for f in range(10)}, 1 + 10),
+])
+def test_prompts_on_several_frames_through_the_pipeline(vtest_frames, tmp_path, direction, prompts, objects, encodes):
+    """Null modules (instant): every direction runs with conditioning frames computed ahead and writes every
+    processed frame once, in frame order, with the objects tracked there; a frame is encoded again only when
+    an object not prompted there is tracked on it."""
+    import dataclasses
+
+    from sam2trt.model_spec import MODULES
+    from sam2trt.runtime.base import ModuleRunners
+    from sam2trt.runtime.null_backend import host_only_spec, open_null_runners, write_host_only_model
+    from tests.test_parity_prompts import ellipse_mask
+
+    prompts = [dataclasses.replace(p, mask=ellipse_mask()) if isinstance(p.mask, str) else p for p in prompts]
+    spec = host_only_spec(write_host_only_model(tmp_path / "model"))
+    job = TrackJob(video=str(vtest_frames), prompts=prompts, direction=direction, masks_dir=str(tmp_path / "m"),
+                   json=str(tmp_path / "t.jsonl"))
+    calls = []
+    with open_null_runners(spec) as null:
+        runners = {m: getattr(null, m) for m in MODULES}
+        enc = runners["image_encoder"]
+
+        class Count:
+            name = enc.name
+
+            def infer(self, feed, keep=()):
+                calls.append(1)
+                return enc.infer(feed, keep=keep)
+
+        runners["image_encoder"] = Count()
+        summary = run_track(job, spec, ModuleRunners(**runners, backend=null.backend, preprocess=null.preprocess))
+    lines = [json.loads(line) for line in open(tmp_path / "t.jsonl")]
+    assert {r["frame"]: [o["id"] for o in r["objects"]] for r in lines} == objects
+    assert [r["frame"] for r in lines] == sorted(objects) and summary.frames == len(objects)
+    assert sorted(int(p.stem) for p in (tmp_path / "m").iterdir()) == sorted(objects)
+    assert len(calls) == encodes
