@@ -344,13 +344,17 @@ class _Backlog:
             result = self.spill.pop(idx)
         return result
 
+    def spill_frames(self) -> set[int]:
+        """The backward results still on disk, by frame."""
+        return self.spill.frames if self.spill is not None else set()
+
     def last(self) -> int | None:
         """The highest frame still waiting, or ``None``."""
-        waiting = set(self.head) | (self.spill.frames if self.spill is not None else set())
+        waiting = set(self.head) | self.spill_frames()
         return max(waiting) if waiting else None
 
 
-def _write_backlog(backlog: _Backlog, source, sinks_run, info, guard) -> int:
+def _write_backlog(backlog: _Backlog, source, sinks_run, info, guard, pictures: bool = True) -> int:
     """Write the results a run cut short has tracked but not yet written; returns how many frames that adds.
 
     With ``both`` or ``backward`` the frames are written in frame order only
@@ -368,7 +372,8 @@ def _write_backlog(backlog: _Backlog, source, sinks_run, info, guard) -> int:
         backlog: the run's :class:`_Backlog`; ``source``: the open
             :class:`~sam2trt.video.reader.FrameSource`; ``sinks_run``: the running
             :class:`~sam2trt.video.sinks.SinkRunner`; ``info``: the source's
-            :class:`~sam2trt.video.VideoInfo`; ``guard``: the :class:`~sam2trt.signals.SignalGuard`.
+            :class:`~sam2trt.video.VideoInfo`; ``guard``: the :class:`~sam2trt.signals.SignalGuard`;
+            ``pictures``: whether a sink needs the frames (the overlay video); without one nothing is decoded.
     Raises:
         Whatever post-processing or the backward results' folder raises (``OSError``,
         :class:`RuntimeFailure`); decoding errors are not raised.
@@ -377,13 +382,15 @@ def _write_backlog(backlog: _Backlog, source, sinks_run, info, guard) -> int:
     if backlog.broken or last is None or last < backlog.written:
         return 0
     signals = len(guard.received)
-    frames = source.frames(backlog.written, last + 1)
+    frames = source.frames(backlog.written, last + 1) if pictures else None
     decoded: tuple | None = None
     added = 0
     try:
         for idx in range(backlog.written, last + 1):
             if len(guard.received) > signals:
                 break
+            if not pictures and idx not in backlog.head and idx not in backlog.spill_frames():
+                continue
             rgb = None
             while frames is not None and (decoded is None or decoded[0] < idx):
                 try:
@@ -663,7 +670,8 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
                             threads[0].join(5)
                     if sinks_run is not None and started and started[1] and not threads[1].is_alive():
                         try:  # a run cut short: what was tracked but still waits for its turn in frame order
-                            summary.frames += _write_backlog(backlog, source, sinks_run, info, guard)
+                            summary.frames += _write_backlog(backlog, source, sinks_run, info, guard,
+                                                             pictures="out" in sinks)
                         except Exception as e:  # e.g. disk full while writing the label maps back
                             failures.append(e)
                     if sinks_run is not None:

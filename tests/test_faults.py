@@ -234,14 +234,16 @@ def null_spec(tmp_path_factory):
     return host_only_spec(write_host_only_model(tmp_path_factory.mktemp("null") / "model"))
 
 
-def run_null(spec, job, d, n, hook=None):
-    """Run ``job`` on null runners whose image encoder fails (or calls ``hook``) on its ``n``-th call."""
+def run_null(spec, job, d, n, hook=None, outputs=TrackJob.OUTPUTS):
+    """Run ``job`` on null runners whose image encoder fails (or calls ``hook``) on its ``n``-th call,
+    writing ``outputs`` (names of :class:`TrackJob` fields) into ``d``."""
     from sam2trt.model_spec import MODULES
     from sam2trt.runtime.base import ModuleRunners
     from sam2trt.runtime.null_backend import open_null_runners
 
     j = outputs_of(d)
-    job.out, job.masks_dir, job.json, job.coco = j.out, j.masks_dir, j.json, j.coco
+    for k in outputs:
+        setattr(job, k, getattr(j, k))
     with open_null_runners(spec) as null:
         runners = {m: getattr(null, m) for m in MODULES}
         runners["image_encoder"] = FailOn(null.image_encoder, n, hook)
@@ -273,6 +275,28 @@ def test_backend_failure_with_a_backward_pass_keeps_the_processed_frames(null_sp
                                  direction=direction), d, 0)
     check_partial(d, 5, 6 if direction == "both" else 4, 5)
     assert not list(d.glob(".*.incomplete"))
+
+
+def test_backend_failure_in_the_backward_pass_without_an_overlay(null_spec, vtest_frames, tmp_path, monkeypatch):
+    """Without --out nothing needs the pictures: the waiting results are written without decoding again."""
+    from sam2trt.video.reader import FrameSource
+
+    d = tmp_path / "o"
+    job = TrackJob(str(vtest_frames), [ObjectPrompt(1, 8, box=BOX)], max_frames=3, direction="both")
+    ranges = []
+    real = FrameSource.frames
+
+    def frames(self, start, stop=None, **kw):
+        ranges.append((start, stop, kw.get("reverse", False)))
+        return real(self, start, stop, **kw)
+
+    monkeypatch.setattr(FrameSource, "frames", frames)
+    with pytest.raises(RuntimeFailure, match="injected"):
+        run_null(null_spec, job, d, 5, outputs=("masks_dir", "json"))
+    assert ranges == [(8, 11, False), (5, 8, True)]  # the forward head and the backward pass only
+    assert sorted(int(p.stem) for p in (d / "m").glob("*.png")) == [7, 8, 9, 10]
+    assert [json.loads(line)["frame"] for line in (d / "t.jsonl").read_text().splitlines()] == [7, 8, 9, 10]
+    assert sorted(p.name for p in d.glob(".*.incomplete")) == [".m.incomplete", ".t.jsonl.incomplete"]
 
 
 def test_undecodable_frame_in_the_backward_pass(null_spec, vtest_frames, tmp_path):
