@@ -16,6 +16,14 @@ the outputs, so SIGINT/SIGTERM are handled promptly even during a long module
 call: the runners are asked to cancel (ONNX Runtime stops at the next node),
 and the outputs are closed up to the last complete frame.
 
+With a backward pass (``direction`` ``both`` or ``backward``) the outputs are
+still written in frame order: the reader's segments (:func:`_segments`) track
+the forward frames the backward pass reads, then the backward pass (its
+results kept on disk, :class:`_Spill`), then decode forward from frame 0,
+writing the stored results and tracking the rest forward live. A run cut
+short writes the results still waiting for their turn before closing the
+outputs (:func:`_write_backlog`), so they hold every processed frame.
+
 Outputs are written under exclusive temporary names and moved into place at
 the end (:mod:`sam2trt.fileio`): all of them when the job succeeds; when it
 fails after at least one tracked frame, the partial outputs, each marked by an
@@ -64,8 +72,10 @@ class TrackJob:
 
     Attributes:
         video: video file or folder of JPEG/PNG frames.
-        prompts: one per object (ids 1..255), boxes/points in video pixels.
-        max_frames: process at most this many frames from the first prompt frame.
+        prompts: one per object and prompted frame (ids 1..255), boxes/points in video pixels.
+        max_frames: process at most this many frames in each direction: forward the frames
+            ``S .. S + max_frames - 1`` from the earliest prompt frame ``S``, backward the ones before
+            ``S`` (``S - 1 .. S - max_frames``; ``backward`` alone also processes ``S``).
         out: overlay video path (``.mp4``), or ``None``.
         masks_dir: folder for one DAVIS-palette PNG per processed frame, or ``None``.
         json: JSON-lines path (one line per processed frame), or ``None``.
