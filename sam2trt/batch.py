@@ -10,6 +10,7 @@ lines); see the README's "Batch jobs" section. Manifest columns:
   string or a list of strings in JSON lines. A row without any prompt uses
   the command line's.
 - ``prompt_frame``, ``max_frames``: integers; empty = the command line's.
+- ``direction``: ``forward``, ``backward`` or ``both``; empty = the command line's.
 - ``out``, ``masks_dir``, ``json``, ``coco``: output paths (``{stem}``,
   ``{name}``, ``{index}`` substituted); empty = the command line's pattern.
 
@@ -36,9 +37,10 @@ from sam2trt.errors import Interrupted, Sam2TrtError, UsageError
 from sam2trt.pipeline import TrackJob, TrackSummary, marker_path, run_track
 from sam2trt.signals import signal_guard
 from sam2trt.tracker.prompts import build_prompts, load_mask_png
-from sam2trt.validation import validate_job
+from sam2trt.validation import DIRECTIONS, validate_job
 
-COLUMNS = ("input", "box", "point", "mask", "prompt_frame", "max_frames", "out", "masks_dir", "json", "coco")
+COLUMNS = ("input", "box", "point", "mask", "prompt_frame", "max_frames", "out", "masks_dir", "json", "coco",
+           "direction")
 OUTPUTS = TrackJob.OUTPUTS
 
 
@@ -63,6 +65,7 @@ class JobSpec:
     base: str | None = None
     where: str = ""
     manifest: str | None = None
+    direction: str = "both"
 
     def to_track_job(self, fill_hole_area: int | None = None, **options) -> TrackJob:
         """Build the prompts (loading mask PNGs) into a :class:`TrackJob`.
@@ -79,7 +82,7 @@ class JobSpec:
             return load_mask_png(full)
 
         prompts = build_prompts(self.boxes, self.points, self.masks, self.prompt_frame, load_mask=load)
-        return TrackJob(video=self.video, prompts=prompts, max_frames=self.max_frames,
+        return TrackJob(video=self.video, prompts=prompts, max_frames=self.max_frames, direction=self.direction,
                         fill_hole_area=fill_hole_area, input_files=tuple(files), **self.outputs, **options)
 
 
@@ -188,12 +191,12 @@ def check_numbers(prompt_frame: int | None, max_frames: int | None, where: str =
 
 def plan_jobs(videos: Iterable[str], manifest: str | os.PathLike | None, *, boxes: list[str], points: list[str],
               masks: list[str], prompt_frame: int, max_frames: int | None,
-              patterns: dict[str, str | None]) -> list[JobSpec]:
+              patterns: dict[str, str | None], direction: str = "both") -> list[JobSpec]:
     """All jobs in order: the manifest's rows, then the VIDEO arguments.
 
     Command-line prompts, ``prompt_frame``, ``max_frames`` and output patterns
     (``patterns``: ``{"out" | "masks_dir" | "json" | "coco": pattern | None}``)
-    are the defaults of every job. Prompt strings are checked here (masks are
+    and ``direction`` are the defaults of every job. Prompt strings are checked here (masks are
     not loaded yet).
 
     Raises:
@@ -224,16 +227,20 @@ def plan_jobs(videos: Iterable[str], manifest: str | os.PathLike | None, *, boxe
                 rb, rp, rm = boxes, points, masks
             specs.append(JobSpec(video, list(rb), list(rp), list(rm), prompt_frame=prompt_frame if pf is None else pf,
                                  max_frames=max_frames if mf is None else mf, outputs=outs,
-                                 base=str(base) if own_prompts else None, where=where, manifest=str(manifest)))
+                                 base=str(base) if own_prompts else None, where=where, manifest=str(manifest),
+                                 direction=str(row.get("direction") or "").strip() or direction))
     for n, video in enumerate(videos, 1):
         index = len(specs)
         outs = {k: expand(patterns.get(k), str(video), index) for k in OUTPUTS if patterns.get(k)}
         specs.append(JobSpec(str(video), list(boxes), list(points), list(masks), prompt_frame, max_frames, outs,
-                             where=f"VIDEO argument {n}"))
+                             where=f"VIDEO argument {n}", direction=direction))
     if not specs:
         raise UsageError("no video: give VIDEO arguments or --manifest PATH")
     for s in specs:
         check_numbers(s.prompt_frame, s.max_frames, s.where if manifest else "")
+        if s.direction not in DIRECTIONS:
+            raise UsageError(f"direction {s.direction!r}{' in ' + s.where if manifest else ''} is not one of "
+                             f"{', '.join(DIRECTIONS)}")
         if not (s.boxes or s.points or s.masks):
             raise UsageError(f"no objects for {s.video} ({s.where}): give at least one --box x,y,w,h, --point x,y "
                              "or --mask PNG, or box/point/mask in the manifest")
@@ -292,7 +299,7 @@ def run_job(s: JobSpec, spec, runners: Callable[[], object], *, index: int = 0, 
     Raises:
         Whatever ``runners()`` raises (model, backend, environment errors).
     """
-    summary = summary if summary is not None else TrackSummary(video=s.video)
+    summary = summary if summary is not None else TrackSummary(video=s.video, direction=s.direction)
     try:
         try:
             job = s.to_track_job(fill_hole_area, **(job_options or {}))
@@ -352,7 +359,7 @@ def run_batch(specs: list[JobSpec], spec, open_runners: Callable[[], contextlib.
             return runners[0]
 
         for i, s in enumerate(specs):
-            summary = TrackSummary(video=s.video)
+            summary = TrackSummary(video=s.video, direction=s.direction)
             summaries.append(summary)
             try:
                 run_job(s, spec, opened, index=i, summary=summary, fill_hole_area=fill_hole_area,

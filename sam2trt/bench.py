@@ -232,7 +232,8 @@ HOST_OUTPUTS = ("out", "json", "masks_dir", "coco")
 
 
 def run_host_only(spec: ModelSpec, video: str, frames: int, objects: int, outputs=("out", "json"), *,
-                  crf: int = 18, preset: str = "fast", floor: bool = True) -> dict:
+                  crf: int = 18, preset: str = "fast", floor: bool = True, direction: str = "forward",
+                  prompt_frame: int = 0) -> dict:
     """Measure the host side of ``track`` alone: the real pipeline with instant module runners.
 
     Runs :func:`sam2trt.pipeline.run_track` on ``video`` with the null backend
@@ -244,8 +245,10 @@ def run_host_only(spec: ModelSpec, video: str, frames: int, objects: int, output
     Args:
         spec: the model (only ``model.json`` is read; see ``host_only_spec``).
         video: a video file (the floor needs one) or a frame folder (no floor).
-        frames: frames to track from frame 0; ``objects``: boxes spread over the frame.
+        frames: frames to track in each direction from ``prompt_frame`` (``--max-frames``);
+            ``objects``: boxes spread over the frame.
         outputs: any of :data:`HOST_OUTPUTS`.
+        direction: ``forward``, ``backward`` or ``both`` (``track --direction``).
     Returns:
         ``{"frames", "objects", "outputs", "wall_s", "fps", "cpu_s", "cpu_ms_per_frame",
         "serial_ms_per_frame", "stages_cpu_ms_per_frame": {stage: ms}, "peak_rss_mib",
@@ -262,13 +265,14 @@ def run_host_only(spec: ModelSpec, video: str, frames: int, objects: int, output
     if unknown:
         raise ValueError(f"unknown outputs {sorted(unknown)}: use {HOST_OUTPUTS}")
     info = probe(video)
-    prompts = [ObjectPrompt(i + 1, 0, box=b) for i, b in enumerate(spread_boxes(objects, info.width, info.height))]
+    prompts = [ObjectPrompt(i + 1, prompt_frame, box=b)
+               for i, b in enumerate(spread_boxes(objects, info.width, info.height))]
     stats: dict = {}
     with tempfile.TemporaryDirectory(prefix="sam2trt-host-") as tmp, open_null_runners(spec) as null:
         runners = ModuleRunners(**{m: TimedRunner(getattr(null, m)) for m in MODULES}, backend=null.backend,
                                 preprocess=TimedRunner(null.preprocess))
         names = {"out": "o.mp4", "json": "t.jsonl", "masks_dir": "masks", "coco": "c.json"}
-        job = TrackJob(video=video, prompts=prompts, max_frames=frames, crf=crf, preset=preset,
+        job = TrackJob(video=video, prompts=prompts, max_frames=frames, crf=crf, preset=preset, direction=direction,
                        **{k: os.path.join(tmp, names[k]) for k in outputs})
         wall0, cpu0 = time.perf_counter(), time.process_time()
         summary = run_track(job, spec, runners, stats=stats)
@@ -279,7 +283,7 @@ def run_host_only(spec: ModelSpec, video: str, frames: int, objects: int, output
     per_frame = {k: round(1000 * v / n, 2) for k, v in stages.items()}
     per_frame["codec threads and other"] = round(1000 * (cpu - sum(stages.values())) / n, 2)
     result = {
-        "frames": summary.frames, "objects": objects, "outputs": list(outputs), "width": info.width,
+        "frames": summary.frames, "direction": direction, "prompt_frame": prompt_frame, "objects": objects, "outputs": list(outputs), "width": info.width,
         "height": info.height, "wall_s": round(wall, 3), "fps": round(summary.frames / wall, 2),
         "cpu_s": round(cpu, 3), "cpu_ms_per_frame": round(1000 * cpu / n, 2),
         "serial_ms_per_frame": round(1000 * stats.get("infer", 0.0) / n, 3),
@@ -301,7 +305,8 @@ def format_host_only(r: dict) -> str:
     """Human-readable lines for a :func:`run_host_only` result."""
     m = r["machine"]
     lines = [f"machine: {m['cpu']}, {m['cores']} cores" + (f", GPU {', '.join(m['gpus'])}" if m["gpus"] else ", no GPU"),
-             f"host only (instant modules): {r['frames']} frames of {r['width']}x{r['height']}, "
+             f"host only (instant modules): {r['frames']} frames of {r['width']}x{r['height']} "
+             f"({r.get('direction', 'forward')} from frame {r.get('prompt_frame', 0)}), "
              f"{r['objects']} object(s), outputs {', '.join(r['outputs'])}",
              f"track:  {r['fps']:.1f} frames/s wall ({r['wall_s']:.2f} s), {r['cpu_ms_per_frame']:.1f} ms CPU per frame",
              f"inference thread (serial): {r['serial_ms_per_frame']:.2f} ms per frame = tracker core "

@@ -171,8 +171,9 @@ def track(
     box: List[str] = typer.Option([], "--box", help="box x,y,w,h in pixels (optional prefix ID:, @FRAME: or ID@FRAME:); repeat per object"),
     point: List[str] = typer.Option([], "--point", help="click x,y or x,y,label (1 fg, 0 bg), optional ID@FRAME: prefix; repeatable"),
     mask: List[str] = typer.Option([], "--mask", help="initial mask PNG (non-zero = object), optional ID@FRAME: prefix; repeatable"),
-    prompt_frame: int = typer.Option(0, help="frame index the prompts are on; tracking runs forward from it"),
-    max_frames: Optional[int] = typer.Option(None, help="process at most this many frames"),
+    prompt_frame: int = typer.Option(0, help="frame index of prompts given without @FRAME"),
+    max_frames: Optional[int] = typer.Option(None, help="process at most this many frames in each direction"),
+    direction: str = typer.Option("both", help="both (forward from the earliest prompt frame, then backward from it) | forward | backward"),
     out: Optional[str] = typer.Option(None, help="overlay video (.mp4); with several videos a pattern with {stem}, {name} or {index}"),
     masks_dir: Optional[str] = typer.Option(None, help="folder for one indexed PNG per frame (DAVIS palette); pattern as --out"),
     json_path: Optional[str] = typer.Option(None, "--json", help="JSON lines: per frame, per object box/area/score; pattern as --out"),
@@ -222,7 +223,8 @@ def track(
     if ray_cpus_per_worker is not None and ray_cpus_per_worker < 1:
         raise UsageError(f"--ray-cpus-per-worker {ray_cpus_per_worker} must be at least 1")
     specs = plan_jobs(videos or [], manifest, boxes=box, points=point, masks=mask, prompt_frame=prompt_frame,
-                      max_frames=max_frames, patterns={"out": out, "masks_dir": masks_dir, "json": json_path, "coco": coco})
+                      max_frames=max_frames, patterns={"out": out, "masks_dir": masks_dir, "json": json_path, "coco": coco},
+                      direction=direction)
     spec = load_model_spec(model)
     batch = len(specs) > 1
     state: dict = {}
@@ -293,6 +295,8 @@ def bench(
     crf: int = typer.Option(DEFAULT_CRF, help="--out quality (libx264 crf)"),
     preset: str = typer.Option(DEFAULT_PRESET, help="--out speed (libx264 preset)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
+    direction: str = typer.Option("forward", help="with --host-only: forward | backward | both (as `track --direction`)"),
+    prompt_frame: int = typer.Option(0, help="with --host-only: frame the boxes are on; --frames bounds each direction"),
 ):
     """Measure per-module latency, frames per second, overhead and peak memory on this machine.
 
@@ -314,7 +318,8 @@ def bench(
             spec = host_only_spec()
         else:
             spec = load_model_spec(model, verify_files=False)
-        result = run_host_only(spec, str(video), frames, objects, outs, crf=crf, preset=preset)
+        result = run_host_only(spec, str(video), frames, objects, outs, crf=crf, preset=preset, direction=direction,
+                               prompt_frame=prompt_frame)
         print(json.dumps(result) if as_json else format_host_only(result))
         return
     if model is None:

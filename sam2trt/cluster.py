@@ -254,7 +254,7 @@ class TrackWorker:
         Returns:
             Its :class:`RaySummary` (status ok, skipped, error or interrupted).
         """
-        summary = RaySummary(video=spec.video, worker=dict(self.where), attempts=attempt)
+        summary = RaySummary(video=spec.video, worker=dict(self.where), attempts=attempt, direction=spec.direction)
         with _sigint_unblocked(), signal_guard():
             try:
                 if self.spec is None:
@@ -622,7 +622,8 @@ class _Dispatcher:
     def fail(self, i: int, err: Sam2TrtError, worker: dict | None) -> None:
         status = "interrupted" if isinstance(err, Interrupted) else "error"
         self.finish(i, RaySummary(video=self.specs[i].video, status=status, error=str(err),
-                                  exit_code=err.exit_code, worker=worker, attempts=self.attempts[i]))
+                                  exit_code=err.exit_code, worker=worker, attempts=self.attempts[i],
+                                  direction=self.specs[i].direction))
 
     def dispatch(self) -> None:
         while self.queue and self.idle:
@@ -755,7 +756,8 @@ class _Dispatcher:
             for i in self.queue:
                 u = self.unusable
                 self.finish(i, RaySummary(video=self.specs[i].video, status="error", error=u.error,
-                                          exit_code=u.exit_code, worker=u.worker, attempts=self.attempts[i]))
+                                          exit_code=u.exit_code, worker=u.worker, attempts=self.attempts[i],
+                                          direction=self.specs[i].direction))
             self.queue = []
             return
         last = f" (last loss: {self.last_death})" if self.last_death else ""

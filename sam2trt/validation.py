@@ -38,15 +38,23 @@ _FRAME_PNG = re.compile(r"[0-9]+\.png")
 class JobPlan:
     """What validation learned: the source's :class:`~sam2trt.video.VideoInfo`, and the frames to process.
 
-    ``start``: first tracked frame (the earliest prompt frame). ``stop``: one
-    past the last frame to process, or ``None`` for the end of the video.
-    ``total``: number of frames to track when known, else ``None``.
+    ``start``: the earliest prompt frame, where tracking starts in each
+    direction. ``stop``: one past the last frame forward (``start + 1`` for
+    ``backward``), or ``None`` for the end of the video. ``back_start``: the
+    lowest frame tracked backward (``start`` when there is no backward pass).
+    ``total``: number of frames to process when known, else ``None``.
+    ``direction``: ``forward``, ``backward`` or ``both``.
     """
 
     info: VideoInfo
     start: int
     stop: int | None
     total: int | None
+    direction: str = "forward"
+    back_start: int | None = None
+
+
+DIRECTIONS = ("forward", "backward", "both")
 
 
 def _exists(p: Path) -> bool:
@@ -174,9 +182,21 @@ def validate_job(job, spec=None) -> JobPlan:
                 f"use --prompt-frame 0..{info.num_frames - 1}"
             )
         p.check_inside((info.height, info.width))
+    direction = getattr(job, "direction", "forward")
+    if direction not in DIRECTIONS:
+        raise UsageError(f"--direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
     start = min(p.frame_idx for p in job.prompts)
     stop = start + job.max_frames if job.max_frames else None
-    late = [p for p in job.prompts if stop is not None and p.frame_idx >= stop]
+    back_start = start if direction == "forward" else max(0, start - job.max_frames) if job.max_frames else 0
+    if direction == "backward":
+        stop = start + 1
+        late = [p for p in job.prompts if p.frame_idx > start
+                and min(q.frame_idx for q in job.prompts if q.obj_id == p.obj_id) > start]
+        if late:
+            raise UsageError(f"object {late[0].obj_id} is first prompted on frame {late[0].frame_idx}, after frame "
+                             f"{start} where --direction backward starts: prompt it on frame {start} or earlier, "
+                             "or use --direction both")
+    late = [p for p in job.prompts if stop is not None and p.frame_idx >= stop and direction != "backward"]
     if late:
         worst = max(p.frame_idx for p in late)
         raise UsageError(f"object {late[0].obj_id}'s prompt on frame {worst} is not reached with --max-frames "
@@ -188,4 +208,5 @@ def validate_job(job, spec=None) -> JobPlan:
     total = None
     if info.num_frames is not None:
         total = info.num_frames - start if stop is None else min(stop, info.num_frames) - start
-    return JobPlan(info=info, start=start, stop=stop, total=total)
+        total += start - back_start
+    return JobPlan(info=info, start=start, stop=stop, total=total, direction=direction, back_start=back_start)

@@ -2,7 +2,8 @@
 """Track every video in a folder from a CSV of boxes, on the workers of a Ray cluster (a thin example).
 
     python scripts/track_folder.py VIDEOS_DIR --boxes boxes.csv --model engines/sam2.1_hiera_t \\
-        --out results/ [--ray auto|local|HOST:PORT] [--max-frames N] [-- EXTRA TRACK ARGS]
+        --out results/ [--ray auto|local|HOST:PORT] [--max-frames N] [--direction both|forward|backward] \\
+        [-- EXTRA TRACK ARGS]
 
 ``boxes.csv`` has a header and ``video,box`` rows (see scripts/boxes_example.csv):
 ``video`` is a file or frame-folder name in VIDEOS_DIR (with or without its
@@ -66,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=pathlib.Path, required=True, help="model folder (the same path on every node)")
     ap.add_argument("--out", type=pathlib.Path, required=True, help="output folder (on storage every node sees)")
     ap.add_argument("--ray", default="auto", help="auto (a running cluster), local (a private instance) or HOST:PORT")
-    ap.add_argument("--max-frames", type=int, default=None, help="track at most this many frames per video")
+    ap.add_argument("--max-frames", type=int, default=None,
+                    help="track at most this many frames per video in each direction")
+    ap.add_argument("--direction", choices=("both", "forward", "backward"), default=None,
+                    help="as `sam2trt track --direction` (default: both, forward and backward from the box's frame)")
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []  # more `sam2trt track` options, after --
     args = ap.parse_args(argv[:len(argv) - len(extra) - 1] if "--" in argv else argv)
@@ -95,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
            "--json", str(out / "{stem}.jsonl"), "--coco", str(out / "{stem}.coco.json")]
     if args.max_frames:
         cmd += ["--max-frames", str(args.max_frames)]
+    if args.direction:
+        cmd += ["--direction", args.direction]
     proc = subprocess.Popen(cmd + extra, stdout=subprocess.PIPE, text=True)  # stderr passes through
     with open(out / "summary.jsonl", "w", encoding="utf-8") as f:
         def copy():

@@ -451,7 +451,7 @@ def test_closed_stdout_under_json_summary_is_one_line(tiny_model_dir, clip, tmp_
     os.close(r)  # `sam2trt track ... --json-summary | true`: the reader is gone
     proc = subprocess.run([sys.executable, "-m", "sam2trt.cli", "track", str(clip), "--model", str(tiny_model_dir),
                            "--box", "250,215,36,97", "--prompt-frame", "3", "--max-frames", "1",
-                           "--json", str(tmp_path / "t.jsonl"),
+                           "--direction", "forward", "--json", str(tmp_path / "t.jsonl"),
                            "--json-summary", "--quiet"], stdout=w, stderr=subprocess.PIPE, text=True, timeout=600)
     os.close(w)
     one_line(proc, 4, "standard output was closed")

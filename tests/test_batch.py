@@ -83,11 +83,12 @@ def test_manifest_csv_resolves_paths_and_per_row_prompts(tiny_model_dir, clips, 
     man.write_text("input,box,point,prompt_frame,max_frames,out,json,coco\n"
                    f'a.mp4,"250,215,36,97;2:636,238,50,85",,,1,res/a.mp4,res/a.jsonl,\n'
                    f'b.mp4,,"1@1:260,250,1",,,,res/{{stem}}.jsonl,{tmp_path}/b.coco.json\n')
-    proc = run_cli("track", "--manifest", man, "--model", tiny_model_dir, "--json-summary", "--quiet")
+    proc = run_cli("track", "--manifest", man, "--model", tiny_model_dir, "--json-summary", "--quiet",
+                   "--direction", "forward")
     assert proc.returncode == 0, proc.stderr
     s = summaries(proc.stdout)
-    assert [(x["status"], x["objects"], x["first_frame"], x["frames"]) for x in s] == [("ok", [1, 2], 0, 1),
-                                                                                       ("ok", [1], 1, 1)]
+    assert [(x["status"], x["objects"], x["first_frame"], x["frames"], x["direction"]) for x in s] == [
+        ("ok", [1, 2], 0, 1, "forward"), ("ok", [1], 1, 1, "forward")]
     assert sorted(os.listdir(clips / "res")) == ["a.jsonl", "a.mp4", "b.jsonl"]
     assert [json.loads(line)["frame"] for line in (clips / "res" / "b.jsonl").read_text().splitlines()] == [1]
     assert check_coco(tmp_path / "b.coco.json", None) == [1]
@@ -98,9 +99,11 @@ def test_manifest_jsonl_and_defaults_from_the_command_line(tmp_path):
     man = tmp_path / "jobs.jsonl"
     man.write_text('{"input": "x.mp4", "box": ["1,2,3,4", "5,6,7,8"], "max_frames": 3}\n'
                    "# a comment\n\n"
-                   '{"input": "/abs/y", "mask": "2@4:y.png", "out": "o/{stem}.mp4"}\n')
+                   '{"input": "/abs/y", "mask": "2@4:y.png", "out": "o/{stem}.mp4", "direction": "backward"}\n')
     specs = plan_jobs(["z.mp4"], man, boxes=["9,9,9,9"], points=[], masks=[], prompt_frame=2, max_frames=5,
-                      patterns={"json": "j/{index:02d}_{stem}.jsonl", "out": None})
+                      patterns={"json": "j/{index:02d}_{stem}.jsonl", "out": None}, direction="forward")
+    assert [s.direction for s in specs] == ["forward", "backward", "forward"]
+    assert [s.to_track_job().direction for s in specs if not s.masks] == ["forward", "forward"]
     assert [s.video for s in specs] == [str(tmp_path / "x.mp4"), "/abs/y", "z.mp4"]
     assert [(s.boxes, s.masks, s.prompt_frame, s.max_frames) for s in specs] == [
         (["1,2,3,4", "5,6,7,8"], [], 2, 3), ([], ["2@4:y.png"], 2, 5), (["9,9,9,9"], [], 2, 5)]
@@ -118,6 +121,7 @@ def test_manifest_jsonl_and_defaults_from_the_command_line(tmp_path):
     ("input,box,max_frames\na.mp4,\"1,2,3,4\",x\n", ["max_frames", "not an integer"]),
     ("input\na.mp4\n", ["no objects"]),
     ("input,box,out\na.mp4,\"1,2,3,4\",o.mp4\nb.mp4,\"1,2,3,4\",o.mp4\n", ["would both write"]),
+    ("input,box,direction\na.mp4,\"1,2,3,4\",sideways\n", ["direction 'sideways'", "jobs.csv line 2"]),
 ])
 def test_bad_manifest_is_a_usage_error(tmp_path, content, words):
     man = tmp_path / "jobs.csv"

@@ -92,8 +92,8 @@ def test_export_rejects_checkpoint_of_wrong_shape(tmp_path):
 def test_track_writes_all_outputs(tiny_model_dir, clip, tmp_path):
     out, masks, js = tmp_path / "masked.mp4", tmp_path / "masks", tmp_path / "track.jsonl"
     proc = run_cli("track", clip, "--model", tiny_model_dir, "--box", "250,215,36,97", "--box", "636,238,50,85",
-                   "--prompt-frame", "1", "--max-frames", "3", "--out", out, "--masks-dir", masks, "--json", js,
-                   "--backend", "auto", check=True)
+                   "--prompt-frame", "1", "--max-frames", "3", "--direction", "forward", "--out", out, "--masks-dir",
+                   masks, "--json", js, "--backend", "auto", check=True)
     assert "backend: onnxruntime" in proc.stderr
     info = probe(out)
     # frame 0 (before the prompt frame) is in the overlay unmasked, then 3 tracked frames

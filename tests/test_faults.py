@@ -161,6 +161,131 @@ def test_signal_stops_with_valid_outputs(tiny_model_dir, vtest_frames, tmp_path,
                                                                ".o.mp4.incomplete", ".t.jsonl.incomplete"]
 
 
+# ------------------------------------------------ faults with a backward pass (null backend: instant modules)
+class FailOn:
+    """A runner that raises on its ``n``-th call (from 1), or calls ``hook`` then; otherwise passes calls through."""
+
+    def __init__(self, runner, n: int, hook=None):
+        self.runner, self.name, self.n, self.hook, self.calls = runner, runner.name, n, hook, 0
+
+    def infer(self, feed, keep=()):
+        self.calls += 1
+        if self.calls == self.n:
+            if self.hook is None:
+                raise RuntimeError("injected backend failure")
+            self.hook()
+        return self.runner.infer(feed, keep=keep)
+
+
+@pytest.fixture(scope="module")
+def null_spec(tmp_path_factory):
+    from sam2trt.runtime.null_backend import host_only_spec, write_host_only_model
+
+    return host_only_spec(write_host_only_model(tmp_path_factory.mktemp("null") / "model"))
+
+
+def run_null(spec, job, d, n, hook=None, outputs=TrackJob.OUTPUTS):
+    """Run ``job`` on null runners whose image encoder fails (or calls ``hook``) on its ``n``-th call,
+    writing ``outputs`` (names of :class:`TrackJob` fields) into ``d``."""
+    from sam2trt.model_spec import MODULES
+    from sam2trt.runtime.base import ModuleRunners
+    from sam2trt.runtime.null_backend import open_null_runners
+
+    j = outputs_of(d)
+    for k in outputs:
+        setattr(job, k, getattr(j, k))
+    with open_null_runners(spec) as null:
+        runners = {m: getattr(null, m) for m in MODULES}
+        runners["image_encoder"] = FailOn(null.image_encoder, n, hook)
+        return run_track(job, spec, ModuleRunners(**runners, backend=null.backend, preprocess=null.preprocess))
+
+
+MARKERS = [".c.json.incomplete", ".m.incomplete", ".o.mp4.incomplete", ".t.jsonl.incomplete"]
+
+
+# (direction, image-encoder call that fails, first and last frame the outputs hold): the box is on frame 8,
+# --max-frames 3. `both` tracks 8, 9, 10 forward, then 7, 6, 5 backward; `backward` tracks 8, 7, 6, 5.
+@pytest.mark.parametrize("direction,fail_at,first,last", [
+    ("both", 5, 7, 10),      # in the backward pass, after frame 7: the forward frames and frame 7
+    ("both", 3, 8, 9),       # in the forward frames tracked before the backward pass
+    ("backward", 3, 7, 8),   # backward alone, after frames 8 and 7
+])
+def test_backend_failure_with_a_backward_pass_keeps_the_processed_frames(null_spec, vtest_frames, tmp_path,
+                                                                         direction, fail_at, first, last):
+    d = tmp_path / "o"
+    job = TrackJob(str(vtest_frames), [ObjectPrompt(1, 8, box=BOX)], max_frames=3, direction=direction)
+    with pytest.raises(RuntimeFailure, match="injected backend failure") as e:
+        run_null(null_spec, job, d, fail_at)
+    assert e.value.exit_code == 4 and "\n" not in str(e.value)
+    check_partial(d, first, last - first + 1, first)
+    assert sorted(p.name for p in d.glob(".*.incomplete")) == MARKERS
+    # the backward results' folder is gone; a run that finishes removes the markers
+    assert sorted(p.name for p in d.iterdir() if not p.name.startswith(".")) == ["c.json", "m", "o.mp4", "t.jsonl"]
+    run_null(null_spec, TrackJob(str(vtest_frames), [ObjectPrompt(1, 8, box=BOX)], max_frames=3,
+                                 direction=direction), d, 0)
+    check_partial(d, 5, 6 if direction == "both" else 4, 5)
+    assert not list(d.glob(".*.incomplete"))
+
+
+def test_backend_failure_in_the_backward_pass_without_an_overlay(null_spec, vtest_frames, tmp_path, monkeypatch):
+    """Without --out nothing needs the pictures: the waiting results are written without decoding again."""
+    from sam2trt.video.reader import FrameSource
+
+    d = tmp_path / "o"
+    job = TrackJob(str(vtest_frames), [ObjectPrompt(1, 8, box=BOX)], max_frames=3, direction="both")
+    ranges = []
+    real = FrameSource.frames
+
+    def frames(self, start, stop=None, **kw):
+        ranges.append((start, stop, kw.get("reverse", False)))
+        return real(self, start, stop, **kw)
+
+    monkeypatch.setattr(FrameSource, "frames", frames)
+    with pytest.raises(RuntimeFailure, match="injected"):
+        run_null(null_spec, job, d, 5, outputs=("masks_dir", "json"))
+    assert ranges == [(8, 11, False), (5, 8, True)]  # the forward head and the backward pass only
+    assert sorted(int(p.stem) for p in (d / "m").glob("*.png")) == [7, 8, 9, 10]
+    assert [json.loads(line)["frame"] for line in (d / "t.jsonl").read_text().splitlines()] == [7, 8, 9, 10]
+    assert sorted(p.name for p in d.glob(".*.incomplete")) == [".m.incomplete", ".t.jsonl.incomplete"]
+
+
+def test_undecodable_frame_in_the_backward_pass(null_spec, vtest_frames, tmp_path):
+    """Frame 6 is broken: the backward pass stops there; the per-frame outputs hold 7..10, and the overlay,
+    which needs the pictures again, ends before frame 6."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for f in sorted(os.listdir(vtest_frames)):
+        (frames / f).write_bytes((vtest_frames / f).read_bytes())
+    broken = frames / sorted(os.listdir(frames))[6]
+    broken.write_bytes(broken.read_bytes()[:200])
+    d = tmp_path / "o"
+    job = TrackJob(str(frames), [ObjectPrompt(1, 8, box=BOX)], max_frames=3, direction="both")
+    with pytest.raises(RuntimeFailure, match="decoding .*00006") as e:
+        run_null(null_spec, job, d, 0)
+    assert e.value.exit_code == 4
+    assert sorted(int(p.stem) for p in (d / "m").glob("*.png")) == [7, 8, 9, 10]
+    assert [json.loads(line)["frame"] for line in (d / "t.jsonl").read_text().splitlines()] == [7, 8, 9, 10]
+    assert check_coco(d / "c.json", d / "m") == [7, 8, 9, 10]
+    assert probe(d / "o.mp4").num_frames == 6 and decodable(d / "o.mp4") == 6
+    assert sorted(p.name for p in d.glob(".*.incomplete")) == MARKERS
+    assert not [p for p in d.rglob("*") if ".partial-" in p.name]
+
+
+def test_signal_in_the_backward_pass_keeps_the_processed_frames(null_spec, vtest_frames, tmp_path):
+    """SIGINT arrives during a backward frame's module call: the outputs hold exactly the frames tracked."""
+    from sam2trt.errors import Interrupted
+
+    d = tmp_path / "o"
+    job = TrackJob(str(vtest_frames), [ObjectPrompt(1, 8, box=BOX)], max_frames=3, direction="both")
+    with pytest.raises(Interrupted) as e:
+        run_null(null_spec, job, d, 5, hook=lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(0.5)))
+    frames = int(str(e.value).split("interrupted after ")[1].split()[0])
+    pngs = sorted(int(p.stem) for p in (d / "m").glob("*.png"))
+    assert pngs and pngs[-1] == 10 and len(pngs) == frames and 4 <= frames <= 6, (pngs, str(e.value))
+    check_partial(d, pngs[0], frames, pngs[0])
+    assert sorted(p.name for p in d.glob(".*.incomplete")) == MARKERS
+
+
 # ----------------------------------------------------------------- prompt syntax
 ids = st.one_of(st.none(), st.integers(1, 255))
 frames_ = st.one_of(st.none(), st.integers(0, 10_000))

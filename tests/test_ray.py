@@ -256,7 +256,7 @@ def test_track_folder_script_runs_the_ray_path(ray_address, tiny_model_dir, vtes
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "track_folder.py"), vids, "--boxes", boxes,
                            "--model", tiny_model_dir, "--out", out, "--ray", ray_address, "--max-frames", "1",
-                           "--", "--ray-cpus-per-worker", "1", "--quiet"],
+                           "--direction", "forward", "--", "--ray-cpus-per-worker", "1", "--quiet"],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "warning: no box for" not in proc.stderr  # not_there.mp4 is not in the folder
@@ -267,6 +267,26 @@ def test_track_folder_script_runs_the_ray_path(ray_address, tiny_model_dir, vtes
                                        "b.mp4", "b_masks", "jobs.csv", "summary.jsonl"]
     assert len((out / "summary.jsonl").read_text().splitlines()) == 2
 
+
+
+@pytest.mark.slow
+def test_workers_honour_each_jobs_direction(ray_address, tiny_model_dir, vtest_frames, tmp_path):
+    """A manifest row's direction, else the command line's, reaches the worker and its summary (box on frame 1)."""
+    a, b, c = make_clips(tmp_path / "in", [2, 2, 2], vtest_frames)
+    manifest = tmp_path / "jobs.csv"
+    manifest.write_text(f'input,box,direction\n{a},"1@1:{BOX}",forward\n{b},"1@1:{BOX}",\n'
+                        f'{c},"1@1:{BOX}",backward\n')
+    o = tmp_path / "o"
+    proc = run_cli("track", "--manifest", manifest, "--model", tiny_model_dir, "--direction", "both", "--json-summary",
+                   "--quiet", "--ray", ray_address, "--ray-cpus-per-worker", "1", "--masks-dir", f"{o}/{{stem}}_m",
+                   "--json", f"{o}/{{stem}}.jsonl")
+    assert proc.returncode == 0, proc.stderr
+    s = {pathlib.Path(x["video"]).name: x for x in summaries(proc.stdout)}
+    assert [(s[k]["direction"], s[k]["first_frame"], s[k]["frames"]) for k in ("clip0", "clip1", "clip2")] == [
+        ("forward", 1, 1), ("both", 0, 2), ("backward", 0, 2)]
+    for stem, frames in (("clip0", [1]), ("clip1", [0, 1]), ("clip2", [0, 1])):
+        assert sorted(int(p.stem) for p in (o / f"{stem}_m").iterdir()) == frames
+        assert [json.loads(line)["frame"] for line in (o / f"{stem}.jsonl").read_text().splitlines()] == frames
 
 
 @pytest.mark.slow

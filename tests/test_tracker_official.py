@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 torch = pytest.importorskip("torch")
 
 
-def _official_selection(model, cond, non_cond, frame_idx, num_frames):
+def _official_selection(model, cond, non_cond, frame_idx, num_frames, reverse=False):
     """Run the official _prepare_memory_conditioned_features and read back what it selected.
 
     Each frame's memory features and pointer are filled with ``frame + 1`` so the
@@ -56,7 +56,8 @@ def _official_selection(model, cond, non_cond, frame_idx, num_frames):
             model._prepare_memory_conditioned_features(
                 frame_idx=frame_idx, is_init_cond_frame=False,
                 current_vision_feats=[torch.zeros(hw * hw, 1, C)], current_vision_pos_embeds=[torch.zeros(hw * hw, 1, C)],
-                feat_sizes=[(hw, hw)], output_dict=output_dict, num_frames=num_frames)
+                feat_sizes=[(hw, hw)], output_dict=output_dict, num_frames=num_frames,
+                track_in_reverse=reverse)
     finally:
         del model.memory_attention.forward
         base.get_1d_sine_pe = orig_pe
@@ -97,6 +98,58 @@ def test_select_memory_matches_official(official_predictor, cond, non_cond, fram
     assert sel.tpos_index == tpos
     assert [int(p[0]) - 1 for p in sel.obj_ptrs] == ptr_frames
     np.testing.assert_array_equal(sel.obj_ptr_tpos(), ptr_tpos)
+
+
+REVERSE_SCENARIOS = [
+    # (cond frames, non-cond frames, frame_idx, num_frames): tracking backward (track_in_reverse=True)
+    ([8], [], 7, 16),                                   # first backward frame, nothing inherited
+    ([8], list(range(9, 16)), 7, 16),                   # the forward pass's memories after the prompt frame
+    ([8], list(range(9, 16)) + [7, 6, 5], 4, 16),       # mixed: backward frames then inherited ones
+    ([50], list(range(51, 80)) + list(range(40, 50)), 39, 100),  # pointers capped at max_obj_ptrs - 1
+    ([30], list(range(31, 40)), 29, 10),                # short video: fewer pointers, other t_diff_max
+    ([10, 20], list(range(11, 20)) + [9, 8], 7, 100),   # a cond frame ahead of the direction: memory and pointer
+    ([0, 12], list(range(1, 12)) + list(range(13, 20)), 5, 100),  # a cond frame behind: memory yes, pointer no
+    ([5], [6, 8, 11, 12], 4, 100),                      # gaps are skipped, not padded
+    ([3], [], 0, 4),                                    # frame 0
+]
+
+
+@pytest.mark.parametrize("cond,non_cond,frame_idx,num_frames", REVERSE_SCENARIOS)
+def test_select_memory_in_reverse_matches_official(official_predictor, cond, non_cond, frame_idx, num_frames):
+    frames, tpos, ptr_frames, ptr_tpos = _official_selection(official_predictor, cond, non_cond, frame_idx,
+                                                             num_frames, reverse=True)
+
+    def mem(t):
+        return FrameMemory(np.full((64, 2, 2), t + 1, np.float32), np.full(256, t + 1, np.float32), 1.0)
+
+    bank = ObjectMemory(cond={t: mem(t) for t in cond}, non_cond={t: mem(t) for t in non_cond})
+    sel = select_memory(bank, frame_idx, num_frames, SelectionSpec, reverse=True)
+    assert [int(f[0, 0, 0]) - 1 for f in sel.features] == frames
+    assert sel.tpos_index == tpos
+    assert [int(p[0]) - 1 for p in sel.obj_ptrs] == ptr_frames
+    np.testing.assert_array_equal(sel.obj_ptr_tpos(), ptr_tpos)
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_select_memory_in_reverse_with_stride_matches_official(official_predictor, stride):
+    class Strided(SelectionSpec):
+        memory_temporal_stride_for_eval = stride
+
+    old = official_predictor.memory_temporal_stride_for_eval
+    official_predictor.memory_temporal_stride_for_eval = stride
+    try:
+        frames, tpos, ptr_frames, _ = _official_selection(official_predictor, [40], list(range(20, 40)) +
+                                                          list(range(41, 60)), 19, 100, reverse=True)
+    finally:
+        official_predictor.memory_temporal_stride_for_eval = old
+
+    def mem(t):
+        return FrameMemory(np.full((64, 2, 2), t + 1, np.float32), np.full(256, t + 1, np.float32), 1.0)
+
+    bank = ObjectMemory(cond={40: mem(40)}, non_cond={t: mem(t) for t in list(range(20, 40)) + list(range(41, 60))})
+    sel = select_memory(bank, 19, 100, Strided, reverse=True)
+    assert [int(f[0, 0, 0]) - 1 for f in sel.features] == frames
+    assert sel.tpos_index == tpos and [int(p[0]) - 1 for p in sel.obj_ptrs] == ptr_frames
 
 
 def test_round_to_bfloat16_matches_torch():

@@ -16,6 +16,30 @@ from tests.helpers import SelectionSpec
 
 
 # ---------------------------------------------------------------- memory selection
+def test_prune_forward_keeps_what_the_backward_pass_reads():
+    """Forward from frame 50 with keep_after=50 over 200 frames, then backward: the backward
+    selection equals the one made with the full (unpruned) bank, and the bank stays flat."""
+    def mem(t):
+        return FrameMemory(np.full((64, 2, 2), t + 1, np.float32), np.full(256, t + 1, np.float32), 1.0)
+
+    full, pruned = ObjectMemory(cond={50: mem(50)}), ObjectMemory(cond={50: mem(50)})
+    for t in range(51, 250):
+        for bank in (full, pruned):
+            bank.non_cond[t] = mem(t)
+        prune(pruned, t + 1, SelectionSpec, keep_after=50)
+        assert len(pruned.non_cond) <= 32
+    for t in range(49, 0, -1):
+        a, b = select_memory(full, t, 250, SelectionSpec, reverse=True), select_memory(pruned, t, 250, SelectionSpec, reverse=True)
+        assert a.layout == b.layout
+        assert all(np.array_equal(x, y) for x, y in zip(a.features, b.features))
+        assert all(np.array_equal(x, y) for x, y in zip(a.obj_ptrs, b.obj_ptrs))
+        for bank in (full, pruned):
+            bank.non_cond[t] = mem(t)
+        prune(pruned, t - 1, SelectionSpec, reverse=True)
+        assert len(pruned.non_cond) <= 32
+    assert len(pruned.non_cond) <= 16
+
+
 def test_prune_keeps_bank_flat_and_selection_unchanged():
     def mem(t):
         return FrameMemory(np.full((64, 2, 2), t + 1, np.float32), np.full(256, t + 1, np.float32), 1.0)
@@ -96,9 +120,15 @@ def test_build_prompts_ids_frames_and_conflicts():
     assert len(only_points) == 1 and only_points[0].frame_idx == 5 and len(only_points[0].points) == 2
     masks = build_prompts([], [], ["2@7:m.png"], load_mask=lambda path: np.ones((2, 2), bool))
     assert masks[0].obj_id == 2 and masks[0].frame_idx == 7 and masks[0].mask.all()
+    several = build_prompts(["1@0:1,1,5,5", "1@9:2,2,5,5"], ["1@4:5,5", "1@9:3,3,0", "2@4:1,1"], [],
+                            load_mask=lambda path: np.ones((2, 2), bool))
+    assert [(p.obj_id, p.frame_idx) for p in several] == [(1, 0), (1, 4), (1, 9), (2, 4)]
+    assert several[2].box == (2.0, 2.0, 7.0, 7.0) and several[2].points == ((3.0, 3.0, 0),)
+    mixed = build_prompts(["1@3:1,1,5,5"], ["1:2,2"], ["1@8:m.png"], load_mask=lambda path: np.ones((2, 2), bool))
+    assert [(p.frame_idx, p.mask is not None) for p in mixed] == [(3, False), (8, True)]
+    assert mixed[0].points == ((2.0, 2.0, 1),)  # no frame: the object's first named frame
     for boxes, points, mask_args, words in [
         (["1,1,2,2", "1,1,2,2"], ["5,5"], [], "names no object"),
-        (["1@0:1,1,2,2"], ["1@4:5,5"], [], "frames 0 and 4"),
         (["2:1,1,2,2", "2:1,1,3,3"], [], [], "two boxes"),
         (["300:1,1,2,2"], [], [], "out of range"),
         (["1,1,2,2"], [], ["m.png"], "a mask and a box"),

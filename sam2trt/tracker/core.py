@@ -301,7 +301,7 @@ class FrameStepper:
 
     # -- tracking frame -----------------------------------------------------
     def track(self, feats: ImageFeatures, frame_idx: int, banks: Sequence[ObjectMemory],
-              num_frames: int | None) -> list[ObjectResult]:
+              num_frames: int | None, reverse: bool = False) -> list[ObjectResult]:
         """Track objects on a frame without prompts, from their memory banks.
 
         Mirrors ``SAM2Base.track_step`` on a non-conditioning frame (memory
@@ -315,13 +315,14 @@ class FrameStepper:
             banks: the objects' memory banks (not modified: the caller stores
                 ``result.memory`` and calls :func:`~sam2trt.tracker.memory_bank.prune`).
             num_frames: video length in frames, or ``None`` if unknown.
+            reverse: tracking backward in time (the official ``track_in_reverse``).
         Returns:
             One :class:`ObjectResult` per bank, in order.
         """
         if not banks:
             return []
         spec = self.spec
-        selections = [select_memory(b, frame_idx, num_frames, spec) for b in banks]
+        selections = [select_memory(b, frame_idx, num_frames, spec, reverse) for b in banks]
         groups: dict[tuple, list[int]] = {}
         for i, sel in enumerate(selections):
             groups.setdefault(sel.layout, []).append(i)
@@ -358,55 +359,159 @@ class FrameStepper:
         return out["pix_feat_with_mem"]
 
 
+def _check_prompts(prompts: Sequence[ObjectPrompt]) -> tuple[list[int], dict[int, int]]:
+    """``(object ids in prompt order, {obj_id: first prompt frame})``; ValueError on none or duplicates."""
+    if not prompts:
+        raise ValueError("no prompts: give at least one object")
+    keys = [(p.obj_id, p.frame_idx) for p in prompts]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate (object id, frame) in prompts: {keys}")
+    ids, first = [], {}
+    for p in prompts:
+        if p.obj_id not in first:
+            ids.append(p.obj_id)
+            first[p.obj_id] = p.frame_idx
+        first[p.obj_id] = min(first[p.obj_id], p.frame_idx)
+    return ids, first
+
+
+def needs_conditioning(prompts: Sequence[ObjectPrompt]) -> list[int]:
+    """Frames that must be encoded before tracking starts: the prompt frames that are not
+    their object's first one (a tracked frame attends to every conditioning frame, also future
+    ones: ``max_cond_frames_in_attn = -1``). Sorted frame indices; empty when each object is
+    prompted on one frame. Raises ``ValueError`` for no prompts or a duplicate (object, frame)."""
+    _, first = _check_prompts(prompts)
+    return sorted({p.frame_idx for p in prompts if p.frame_idx != first[p.obj_id]})
+
+
+def encode_conditioning(stepper: FrameStepper, frames: Iterable[tuple], prompts: Sequence[ObjectPrompt],
+                        only: Iterable[int] | None = None) -> dict[tuple[int, int], ObjectResult]:
+    """Compute conditioning frames ahead of tracking.
+
+    Mirrors ``SAM2VideoPredictor.add_new_points_or_box`` / ``add_new_mask`` on a
+    frame no object was tracked on (``is_init_cond_frame``: no memory,
+    ``no_mem_embed``), then the memory encoding of ``propagate_in_video_preflight``:
+    what the official predictor computes for each prompted frame when all prompts
+    are added before propagating.
+
+    Args:
+        frames: ``(frame_idx, rgb [H, W, 3] uint8[, image])`` items holding at least the
+            frames to encode (others are skipped), in any order.
+        prompts: all prompts (several frames per object allowed).
+        only: the frames to encode (default: every prompt frame).
+    Returns:
+        ``{(obj_id, frame_idx): ObjectResult}`` for the prompts on those frames
+        (``mask_logits`` ``[h, w]`` float32 low-resolution, ``memory`` encoded).
+    Raises:
+        ValueError: a frame to encode is not among ``frames``.
+    """
+    wanted = {p.frame_idx for p in prompts} if only is None else set(only)
+    out: dict[tuple[int, int], ObjectResult] = {}
+    for frame_idx, rgb, *pre in frames:
+        if frame_idx not in wanted:
+            continue
+        here = [p for p in prompts if p.frame_idx == frame_idx]
+        feats = stepper.encode_image(rgb, pre[0] if pre else None)
+        for p, res in zip(here, stepper.prompt(feats, here, rgb.shape[:2])):
+            out[(p.obj_id, frame_idx)] = res
+        wanted.discard(frame_idx)
+    if wanted:
+        raise ValueError(f"conditioning frames {sorted(wanted)} were not among the frames given")
+    return out
+
+
 def track_frames(stepper: FrameStepper, frames: Iterable[tuple[int, np.ndarray]], prompts: Sequence[ObjectPrompt],
                  *, num_frames: int | None, max_frames: int | None = None,
-                 banks: dict[int, ObjectMemory] | None = None) -> Iterator[FrameOutput]:
-    """Track prompted objects forward through a stream of frames.
+                 banks: dict[int, ObjectMemory] | None = None, reverse: bool = False,
+                 conditioning: dict[tuple[int, int], ObjectResult] | None = None) -> Iterator[FrameOutput]:
+    """Track prompted objects through a stream of frames, forward or backward in time.
 
-    Mirrors ``SAM2VideoPredictor.propagate_in_video`` (forward) after all
-    prompts were added: output starts at the earliest prompt frame. Frames
-    before it are read but not encoded.
+    Mirrors ``SAM2VideoPredictor.propagate_in_video`` after all prompts were
+    added (``propagate_in_video_preflight``): output starts at the earliest
+    prompt frame ``start``. Forward, frames before it are read but not
+    encoded, and each object joins on its own first prompt frame. With
+    ``reverse=True`` (``propagate_in_video(reverse=True)``, the official
+    ``track_in_reverse``) frames come in decreasing order, frames after
+    ``start`` are skipped, and the objects whose first prompt is on ``start``
+    are tracked; pass the ``banks`` of a forward pass to continue from it as
+    the official demo does (forward, then backward from the same frame: the
+    backward selection reads the forward pass's memories of the frames after
+    ``start``, which the forward pass keeps for it).
+
+    An object may have prompts on several frames: each is a conditioning
+    frame, and all of them (past and future) condition every tracked frame;
+    on a later prompt frame the object's output is its conditioning-frame
+    output, as in the official predictor.
 
     Args:
         stepper: the per-frame step.
         frames: ``(frame_idx, rgb [H, W, 3] uint8)`` or ``(frame_idx, rgb, image)``
-            with ``image`` preprocessed (``[1, 3, S, S]`` float32), in increasing index order.
-        prompts: one per object; every object's prompt frame must be reached.
+            with ``image`` preprocessed (``[1, 3, S, S]`` float32), in increasing
+            index order (decreasing with ``reverse``).
+        prompts: one per object and prompted frame.
         num_frames: video length in frames (``None`` if unknown).
         max_frames: stop after this many processed frames (``None``: all).
-        banks: memory banks by object id (filled in; pass a dict to inspect them).
+        banks: memory banks by object id (filled in; pass a dict to inspect them,
+            or the banks of a forward pass to continue backward from it).
+        reverse: track backward in time.
+        conditioning: precomputed conditioning frames (:func:`encode_conditioning`);
+            required for every prompt frame that is not its object's first
+            (:func:`needs_conditioning`); others are computed when their frame arrives.
     Yields:
         A :class:`FrameOutput` per processed frame, objects in prompt order
-        (objects not yet prompted are absent).
+        (objects not yet joined, or not tracked in this direction, are absent).
     Raises:
-        ValueError: no prompts, or duplicate object ids.
+        ValueError: no prompts, duplicate (object, frame) prompts, or a missing
+            conditioning frame.
     """
-    if not prompts:
-        raise ValueError("no prompts: give at least one object")
-    ids = [p.obj_id for p in prompts]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"duplicate object ids in prompts: {ids}")
+    ids, first = _check_prompts(prompts)
+    conditioning = dict(conditioning or {})
+    missing = [(p.obj_id, p.frame_idx) for p in prompts
+               if p.frame_idx != first[p.obj_id] and (p.obj_id, p.frame_idx) not in conditioning]
+    if missing:
+        raise ValueError(f"prompts on several frames need their conditioning frames computed first "
+                         f"(encode_conditioning): missing {missing}")
     banks = {} if banks is None else banks
-    start = min(p.frame_idx for p in prompts)
+    spec = stepper.spec
+    start = min(first.values())
+    tracked_here = ids if not reverse else [o for o in ids if first[o] == start]
     done = 0
     for frame_idx, rgb, *pre in frames:
-        if frame_idx < start:
+        if (frame_idx > start) if reverse else (frame_idx < start):
             continue
         if max_frames is not None and done >= max_frames:
             break
-        feats = stepper.encode_image(rgb, pre[0] if pre else None)
-        here = [p for p in prompts if p.frame_idx == frame_idx]
-        tracked = [oid for oid in ids if oid in banks]
+        here = [p for p in prompts if p.frame_idx == frame_idx and p.obj_id in tracked_here]
+        joining = [p for p in here if p.obj_id not in banks and p.frame_idx == first[p.obj_id]]
+        tracked = [o for o in tracked_here if o in banks]
+        at_cond = {o for o in tracked if frame_idx in banks[o].cond}
+        to_track = [o for o in tracked if o not in at_cond]
+        fresh = [p for p in joining if (p.obj_id, frame_idx) not in conditioning]
+        feats = None
+        if to_track or fresh:
+            feats = stepper.encode_image(rgb, pre[0] if pre else None)
         results: dict[int, ObjectResult] = {}
-        for oid, res in zip(tracked, stepper.track(feats, frame_idx, [banks[o] for o in tracked], num_frames)):
+        for oid, res in zip(to_track, stepper.track(feats, frame_idx, [banks[o] for o in to_track], num_frames,
+                                                    reverse) if to_track else []):
             banks[oid].non_cond[frame_idx] = res.memory
-            prune(banks[oid], frame_idx + 1, stepper.spec)
+            if reverse:
+                prune(banks[oid], frame_idx - 1, spec, reverse=True)
+            else:
+                prune(banks[oid], frame_idx + 1, spec, keep_after=start)
             results[oid] = res
-        new = [p for p in here if p.obj_id not in banks]
-        for p, res in zip(new, stepper.prompt(feats, new, rgb.shape[:2])):
-            banks[p.obj_id] = ObjectMemory(cond={frame_idx: res.memory})
-            results[p.obj_id] = res
+        for oid in at_cond:  # a later prompt frame: its conditioning output (propagate_in_video)
+            results[oid] = conditioning[(oid, frame_idx)]
+        for p, res in zip(fresh, stepper.prompt(feats, fresh, rgb.shape[:2]) if fresh else []):
+            conditioning[(p.obj_id, frame_idx)] = res
+        for p in joining:  # all of the object's conditioning frames, in frame order
+            oid = p.obj_id
+            banks[oid] = ObjectMemory(cond={q.frame_idx: conditioning[(oid, q.frame_idx)].memory
+                                            for q in sorted((q for q in prompts if q.obj_id == oid),
+                                                            key=lambda q: q.frame_idx)})
+            results[oid] = conditioning[(oid, frame_idx)]
         order = [oid for oid in ids if oid in results]
+        if not order:
+            continue
         yield FrameOutput(
             frame_idx=frame_idx,
             obj_ids=order,

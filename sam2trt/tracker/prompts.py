@@ -19,7 +19,7 @@ from sam2trt.errors import InputError, UsageError
 
 @dataclass(frozen=True)
 class ObjectPrompt:
-    """One object's prompt on its conditioning frame.
+    """One object's prompt on one of its conditioning frames (an object may have several, on distinct frames).
 
     Attributes:
         obj_id: object id, 1..255 (the pixel value in the PNG masks).
@@ -148,58 +148,68 @@ def split_prompt_prefix(text: str) -> tuple[int | None, int | None, str]:
 
 def build_prompts(boxes: list[str], points: list[str], masks: list[str], prompt_frame: int = 0,
                   load_mask=None) -> list[ObjectPrompt]:
-    """Turn the ``--box``/``--point``/``--mask`` strings of the CLI into one prompt per object.
+    """Turn the ``--box``/``--point``/``--mask`` strings of the CLI into one prompt per object and frame.
 
     Syntax: each string may start with ``ID@FRAME:``, ``ID:`` or ``@FRAME:``
     (e.g. ``--box 2@40:250,215,36,97``, ``--point 1:268,260,0``, ``--mask 3@12:obj3.png``).
     A ``--box`` without an id is a new object with the next free id (1, 2, ...);
     a ``--point`` or ``--mask`` without an id belongs to object 1, which is only
-    allowed while there is at most one object. The frame defaults to ``prompt_frame``.
-    All prompts of one object must be on one frame, and a mask cannot be
-    combined with a box or points (a mask prompt replaces them, as in the
-    official ``add_new_mask``).
+    allowed while there is at most one object. A prompt without a frame is on
+    the first frame its object's other prompts name, else on ``prompt_frame``.
+    One object may have prompts on several frames (``--point 1@0:x,y --point
+    1@80:x,y,0 --box 1@150:x,y,w,h``): each prompted frame becomes one of its
+    conditioning frames, as when the official ``add_new_points_or_box`` /
+    ``add_new_mask`` is called once per frame before propagating. On one frame
+    an object has at most one box and one mask, and a mask cannot be combined
+    with a box or points (a mask prompt replaces them, as in ``add_new_mask``).
 
     Args:
         load_mask: ``path -> bool ndarray [H, W]``; required when ``masks`` is not empty.
     Returns:
-        Prompts sorted by object id.
+        Prompts sorted by object id, then frame (one :class:`ObjectPrompt` per
+        object and prompted frame).
     Raises:
         UsageError: malformed strings, ids outside 1..255, conflicting prompts.
     """
-    per_obj: dict[int, dict] = {}
+    per_obj: dict[tuple[int, int], dict] = {}
     used: list[int] = []
+    explicit = {split_prompt_prefix(t)[0] for t in boxes + points + masks} - {None}
+
+    # object ids of the boxes first (a box without an id is a new object)
+    box_ids, next_id = [], 1
+    for text in boxes:
+        oid, _, _ = split_prompt_prefix(text)
+        if oid is None:
+            while next_id in explicit or next_id in used:
+                next_id += 1
+            oid = next_id
+        used.append(oid)
+        box_ids.append(oid)
+    named_frames: dict[int, int] = {}  # each object's first named frame (boxes, points, masks, in order)
+    for oid, text in zip(box_ids, boxes):
+        frame = split_prompt_prefix(text)[1]
+        if frame is not None:
+            named_frames.setdefault(oid, frame)
+    for t in points + masks:
+        oid, frame, _ = split_prompt_prefix(t)
+        if frame is not None:
+            named_frames.setdefault(1 if oid is None else oid, frame)
 
     def obj(oid: int | None, frame: int | None, what: str) -> dict:
         if oid is None:
             oid = 1
         if not 1 <= oid <= 255:
             raise UsageError(f"object id {oid} in {what} is out of range: use 1..255")
-        entry = per_obj.setdefault(oid, {"frame": None, "box": None, "points": [], "mask": None})
-        if frame is None:  # the frame this object's other prompts name, else --prompt-frame
-            frame = entry["frame"] if entry["frame"] is not None else named_frames.get(oid, prompt_frame)
-        if entry["frame"] is not None and entry["frame"] != frame:
-            raise UsageError(f"object {oid} has prompts on frames {entry['frame']} and {frame}: "
-                             "give each object's prompts on one frame")
-        entry["frame"] = frame
-        return entry
+        if frame is None:
+            frame = named_frames.get(oid, prompt_frame)
+        return per_obj.setdefault((oid, frame), {"box": None, "points": [], "mask": None})
 
-    explicit = {split_prompt_prefix(t)[0] for t in boxes + points + masks} - {None}
-    named_frames = {}
-    for t in points + masks:
-        oid, frame, _ = split_prompt_prefix(t)
-        if frame is not None:
-            named_frames.setdefault(1 if oid is None else oid, frame)
-    next_id = 1
-    for text in boxes:
-        oid, frame, value = split_prompt_prefix(text)
-        if oid is None:
-            while next_id in explicit or next_id in used:
-                next_id += 1
-            oid = next_id
-        used.append(oid)
+    for oid, text in zip(box_ids, boxes):
+        _, frame, value = split_prompt_prefix(text)
         entry = obj(oid, frame, f"--box {text}")
         if entry["box"] is not None:
-            raise UsageError(f"object {oid} has two boxes: give one --box per object")
+            where = "" if frame is None else f" on frame {frame}"
+            raise UsageError(f"object {oid} has two boxes{where}: give one --box per object and frame")
         entry["box"] = parse_box(value)
     for kind, items in (("point", points), ("mask", masks)):
         for text in items:
@@ -212,16 +222,18 @@ def build_prompts(boxes: list[str], points: list[str], masks: list[str], prompt_
                 entry["points"].append(parse_point(value))
             else:
                 if entry["mask"] is not None:
-                    raise UsageError(f"object {oid or 1} has two masks: give one --mask per object")
+                    raise UsageError(f"object {oid or 1} has two masks on one frame: give one --mask per object "
+                                     "and frame")
                 if load_mask is None:
                     raise UsageError("mask prompts need a mask loader")
                 entry["mask"] = load_mask(value)
     prompts = []
-    for oid in sorted(per_obj):
-        e = per_obj[oid]
+    for oid, frame in sorted(per_obj):
+        e = per_obj[(oid, frame)]
         if e["mask"] is not None and (e["box"] is not None or e["points"]):
-            raise UsageError(f"object {oid} has a mask and a box/points: give either a --mask or a --box/--point")
-        prompts.append(ObjectPrompt(oid, e["frame"], box=e["box"], points=tuple(e["points"]), mask=e["mask"]))
+            raise UsageError(f"object {oid} has a mask and a box/points on frame {frame}: give either a --mask or "
+                             "a --box/--point on one frame")
+        prompts.append(ObjectPrompt(oid, frame, box=e["box"], points=tuple(e["points"]), mask=e["mask"]))
     return prompts
 
 

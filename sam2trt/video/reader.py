@@ -25,6 +25,9 @@ DEFAULT_FPS = 30.0
 """Frame rate (frames/second) reported for frame folders, which carry none."""
 
 _IMAGE_ERRORS = (OSError, SyntaxError, ValueError)  # what PIL raises on a broken file
+CHUNK_BYTES = 64 * 1024 * 1024
+"""Bound (bytes of decoded RGB frames) of one chunk when a video file is read backward."""
+_BIG = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,147 @@ class FrameSource:
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         return self._iter_folder() if self._files is not None else self._iter_video()
+
+    # -- frame ranges, forward or backward --------------------------------------
+    def frames(self, start: int, stop: int | None = None, *, reverse: bool = False,
+               chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[int, np.ndarray]]:
+        """Frames ``start .. stop - 1`` as ``(frame_index, rgb)``, in increasing order, or decreasing with ``reverse``.
+
+        A frame folder is read directly (in either order). A video file is never
+        loaded whole: a demux-only pass (:meth:`frame_index`) maps packet
+        presentation timestamps to frame indices (B-frames included) and finds
+        the keyframes; a forward range seeks to the keyframe before ``start``
+        and decodes forward; a backward range is cut into chunks of at most
+        ``chunk_bytes`` of decoded RGB (at least one frame), each decoded forward
+        from the keyframe before it and yielded reversed, last chunk first. Peak
+        memory is one chunk, whatever the video's length. Without usable
+        timestamps each range is decoded from frame 0 (slower, same frames).
+
+        Args:
+            start: first frame (0-based); ``stop``: one past the last (``None``: the end).
+            reverse: yield ``stop - 1`` down to ``start``.
+            chunk_bytes: bound of one backward chunk, in bytes of decoded frames.
+        Raises:
+            RuntimeFailure: decoding fails inside the range, or frames of another size.
+        """
+        if self._files is not None:
+            stop = len(self._files) if stop is None else min(stop, len(self._files))
+            order = range(stop - 1, start - 1, -1) if reverse else range(start, stop)
+            for index in order:
+                file = self._files[index]
+                try:
+                    rgb = _load_image_rgb(file)
+                except _IMAGE_ERRORS as exc:
+                    self._decode_failed(index - 1 if not reverse else index + 1, exc, file)
+                if rgb.shape[:2] != (self.info.height, self.info.width):
+                    self._size_changed(index, (rgb.shape[1], rgb.shape[0]), (self.info.width, self.info.height))
+                yield index, rgb
+            return
+        pts, keys = self.frame_index()
+        n = len(pts) if pts is not None else self.info.num_frames
+        if stop is None:
+            stop = n if n is not None else _BIG
+        if n is not None:
+            stop = min(stop, n)
+        if not reverse:
+            yield from self._decode_range(start, stop, pts, keys)
+            return
+        per_frame = max(1, self.info.width * self.info.height * 3)
+        chunk = max(1, chunk_bytes // per_frame)
+        if stop > start:
+            chunk = min(chunk, stop - start)
+        # One buffer for every chunk, allocated once (a single mapping the allocator returns whole when
+        # the range ends, instead of a chunk's worth of frame-sized blocks left to fragment): each frame is
+        # decoded into it and handed out as a copy, so the consumer may keep it.
+        buf = None
+        b = stop
+        while b > start:
+            a = max(start, b - chunk)
+            got: list[int] = []
+            for index, rgb in self._decode_range(a, b, pts, keys):
+                if buf is None:
+                    buf = np.empty((chunk, *rgb.shape), np.uint8)
+                buf[len(got)] = rgb
+                got.append(index)
+                del rgb
+            if not got:
+                return
+            for k in range(len(got) - 1, -1, -1):
+                yield got[k], buf[k].copy()
+            b = a
+
+    def frame_index(self) -> tuple[list[int] | None, list[int] | None]:
+        """``(pts, keyframes)`` of a video file, from a demux-only pass (cached; no decoding).
+
+        ``pts[i]`` is frame ``i``'s presentation timestamp (stream time base), in
+        presentation order; ``keyframes`` are the keyframes' indices. ``(None, None)``
+        when packets lack timestamps or repeat them (ranges are then decoded from frame 0).
+        """
+        if getattr(self, "_index", None) is None:
+            container = _open_container(self.path)
+            try:
+                stream = container.streams.video[0]
+                stamps, key_stamps = [], set()
+                ok = True
+                for packet in container.demux(stream):
+                    if packet.size == 0:
+                        continue
+                    if packet.pts is None:
+                        ok = False
+                        break
+                    stamps.append(packet.pts)
+                    if packet.is_keyframe:
+                        key_stamps.add(packet.pts)
+            except av.FFmpegError:
+                ok = False
+            finally:
+                container.close()
+            stamps.sort()
+            if not ok or not stamps or len(set(stamps)) != len(stamps):
+                self._index = (None, None)
+            else:
+                self._index = (stamps, [i for i, t in enumerate(stamps) if t in key_stamps] or [0])
+        return self._index
+
+    def _decode_range(self, start: int, stop: int, pts, keys) -> Iterator[tuple[int, np.ndarray]]:
+        """Decode frames ``start .. stop - 1`` forward, seeking to the keyframe before ``start`` when indexed."""
+        if pts is None:
+            for index, rgb in self._iter_video():
+                if index >= stop:
+                    return
+                if index >= start:
+                    yield index, rgb
+            return
+        lookup = {t: i for i, t in enumerate(pts)}
+        key = max((k for k in keys if k <= start), default=0)
+        container = _open_container(self.path)
+        self._active.add(container)
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            if key > 0:
+                container.seek(pts[key], stream=stream, backward=True, any_frame=False)
+            frames = container.decode(stream)
+            last = start - 1
+            while True:
+                try:
+                    frame = next(frames)
+                except StopIteration:
+                    break
+                except av.FFmpegError as exc:
+                    self._decode_failed(last, exc)
+                index = lookup.get(frame.pts)
+                if index is None or index < start:
+                    continue
+                if index >= stop:
+                    break
+                if (frame.width, frame.height) != (self.info.width, self.info.height):
+                    self._size_changed(index, (frame.width, frame.height), (self.info.width, self.info.height))
+                last = index
+                yield index, np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
+        finally:
+            self._active.discard(container)
+            container.close()
 
     def close(self) -> None:
         """Release open containers, also those of unfinished iterations. Safe to call more than once."""

@@ -2,7 +2,9 @@
 
 A sink has ``write(frame_idx, frame, result)``, ``close()`` and ``abort()``:
 
-- ``frame``: the ``[H, W, 3]`` uint8 RGB frame;
+- ``frame``: the ``[H, W, 3]`` uint8 RGB frame, or ``None`` when a run cut short
+  writes its remaining results and that frame could not be decoded again
+  (the overlay video then ends before it; the other sinks do not use the frame);
 - ``result``: the frame's :class:`~sam2trt.postprocess.FrameResult`, or ``None``
   for a frame before the first prompt (only the overlay video shows those);
 - ``close()`` moves the output into place (nothing happens if nothing was
@@ -68,8 +70,13 @@ class VideoSink:
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float, *,
                  crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET):
         self.writer = OverlayVideoWriter(path, width, height, fps, crf=crf, preset=preset)
+        self._ended = False
 
-    def write(self, frame_idx: int, frame: np.ndarray, result: "FrameResult | None") -> None:
+    def write(self, frame_idx: int, frame: np.ndarray | None, result: "FrameResult | None") -> None:
+        if frame is None:  # no picture for this frame (see the module docstring): the video ends before it
+            self._ended = True
+        if self._ended:
+            return
         self.writer.write(frame if result is None else overlay_masks(frame, result.label_map))
 
     def close(self) -> None:
