@@ -239,8 +239,10 @@ def plan_jobs(videos: Iterable[str], manifest: str | os.PathLike | None, *, boxe
     for s in specs:
         check_numbers(s.prompt_frame, s.max_frames, s.where if manifest else "")
         if s.direction not in DIRECTIONS:
-            raise UsageError(f"direction {s.direction!r}{' in ' + s.where if manifest else ''} is not one of "
-                             f"{', '.join(DIRECTIONS)}")
+            what = f"direction {s.direction!r} in {s.where}" if manifest and s.where.startswith(Path(manifest).name) \
+                else f"--direction {s.direction!r}"
+            raise UsageError(f"{what} is not one of {', '.join(DIRECTIONS)}: use both (forward, then backward from "
+                             "the earliest prompt frame), forward or backward")
         if not (s.boxes or s.points or s.masks):
             raise UsageError(f"no objects for {s.video} ({s.where}): give at least one --box x,y,w,h, --point x,y "
                              "or --mask PNG, or box/point/mask in the manifest")

@@ -128,6 +128,11 @@ BAD_TRACK = [
     (["--box", "10,10,20,20"], "garbage", 3, []),
     (["--box", "10,10,20,20"], "empty_dir", 3, ["contains no"]),
     (["--box", "10,10,20,20", "--backend", "cuda"], "clip", 2, ["unknown backend"]),
+    (["--box", "10,10,20,20", "--direction", "sideways"], "clip", 2, ["--direction 'sideways'", "both"]),
+    (["--box", "1@3:250,215,36,97", "--box", "2@4:636,238,50,85", "--direction", "backward"], "clip", 2,
+     ["object 2 is first prompted on frame 4", "--direction both"]),
+    (["--box", "1@3:250,215,36,97", "--point", "1@5:260,250,0", "--max-frames", "2"], "clip", 2,
+     ["prompt on frame 5 is not reached", "--max-frames 3"]),
 ]
 
 
