@@ -10,6 +10,7 @@ prompt syntax.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import pathlib
 import random
@@ -28,7 +29,7 @@ from sam2trt.errors import RuntimeFailure, UsageError
 from sam2trt.pipeline import TrackJob, run_track
 from sam2trt.tracker.prompts import ObjectPrompt, build_prompts, parse_box, split_prompt_prefix
 from sam2trt.video import probe
-from tests.helpers import check_partial, decodable
+from tests.helpers import check_coco, check_partial, decodable
 
 BOX = (250.0, 215.0, 286.0, 312.0)  # corners of 250,215,36,97
 
