@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import av
 import numpy as np
@@ -125,14 +125,7 @@ class FrameSource:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             index = -1
-            frames = container.decode(stream)
-            while True:
-                try:
-                    frame = next(frames)
-                except StopIteration:
-                    break
-                except av.FFmpegError as exc:
-                    self._decode_failed(index, exc)
+            for frame in self._decoded(container, stream, lambda: index):
                 index += 1
                 if index == 0:
                     first_size = (frame.width, frame.height)
@@ -160,6 +153,19 @@ class FrameSource:
             yield index, rgb
 
     # -- shared ------------------------------------------------------------
+    def _decoded(self, container, stream, last_good: Callable[[], int]) -> Iterator[av.VideoFrame]:
+        """The decoded frames of ``stream``; a decoding error raises :meth:`_decode_failed` naming ``last_good()``,
+        the index of the last frame handed on (-1: none)."""
+        frames = container.decode(stream)
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                return
+            except av.FFmpegError as exc:
+                self._decode_failed(last_good(), exc)
+            yield frame
+
     def _decode_failed(self, last_good: int, exc: Exception, file: Path | None = None) -> None:
         where = file if file is not None else self.path
         if last_good < 0:
@@ -300,15 +306,8 @@ class FrameSource:
             stream.thread_type = "AUTO"
             if key > 0:
                 container.seek(pts[key], stream=stream, backward=True, any_frame=False)
-            frames = container.decode(stream)
             last = start - 1
-            while True:
-                try:
-                    frame = next(frames)
-                except StopIteration:
-                    break
-                except av.FFmpegError as exc:
-                    self._decode_failed(last, exc)
+            for frame in self._decoded(container, stream, lambda: last):
                 index = lookup.get(frame.pts)
                 if index is None or index < start:
                     continue
