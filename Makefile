@@ -37,7 +37,7 @@ demo: install
 
 # pytest's exit 5 (no tests collected) is turned into a failure.
 test: install
-	$(PYTHON) -m pytest -ra; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
+	$(PYTHON) -m pytest -ra --durations=25; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
 
 # Everything but the tests marked slow (they need torch and sam2: they export a model, run the
 # official predictor or compare with PyTorch); runs without torch installed.

@@ -11,16 +11,14 @@ object's prompt frame reads the image features on the host).
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 
-from sam2trt.model_spec import MODULES, load_model_spec
+from sam2trt.model_spec import MODULES
 from sam2trt.runtime import ModuleRunners
-from sam2trt.runtime.onnxruntime_backend import make_runners
 from sam2trt.tracker import FrameStepper, ObjectPrompt, track_frames
 from sam2trt.video import open_frames
+from tests.helpers import session_runners
 
 pytestmark = pytest.mark.slow
 
@@ -73,33 +71,33 @@ class DeviceLikeRunner:
         return {k: OpaqueTensor(v) if k in keep else v for k, v in out.items()}
 
 
-def _track(spec, frames_dir, wrap: bool):
+def _track(model_dir, frames_dir, wrap: bool):
+    """Track :data:`PROMPTS` on the session's ONNX Runtime runners (each frame encoded once per session)."""
     uses: list[str] = []
     banks: dict = {}
     downloads_per_frame = []
     masks = []
-    with contextlib.ExitStack() as stack:
-        runners = {n: stack.enter_context(r) for n, r in make_runners(spec).items()}
-        if wrap:
-            runners = {n: DeviceLikeRunner(runners[n], uses) for n in MODULES}
-        stepper = FrameStepper(spec, ModuleRunners(**runners, backend="onnxruntime"))
-        with open_frames(frames_dir) as frames:
+    spec, active = session_runners(model_dir)
+    runners = {n: getattr(active, n) for n in MODULES}
+    if wrap:
+        runners = {n: DeviceLikeRunner(runners[n], uses) for n in MODULES}
+    stepper = FrameStepper(spec, ModuleRunners(**runners, backend="onnxruntime"))
+    with open_frames(frames_dir) as frames:
+        OpaqueTensor.downloads.clear()
+        for out in track_frames(stepper, frames, PROMPTS, num_frames=16, max_frames=FRAMES, banks=banks):
+            masks.append(out.mask_logits)
+            downloads_per_frame.append(list(OpaqueTensor.downloads))
             OpaqueTensor.downloads.clear()
-            for out in track_frames(stepper, frames, PROMPTS, num_frames=16, max_frames=FRAMES, banks=banks):
-                masks.append(out.mask_logits)
-                downloads_per_frame.append(list(OpaqueTensor.downloads))
-                OpaqueTensor.downloads.clear()
     return masks, banks, downloads_per_frame, uses
 
 
 def test_tracking_frames_keep_features_and_memory_in_the_backend(tiny_model_dir, vtest_frames, monkeypatch):
     import sam2trt.tracker.core as core
 
-    spec = load_model_spec(tiny_model_dir)
     # Device memory is not bfloat16-rounded (no kernel for it on the GPU): compare like with like.
     monkeypatch.setattr(core, "round_to_bfloat16", lambda a: a)
-    ref, ref_banks, _, _ = _track(spec, vtest_frames, wrap=False)
-    got, banks, downloads, uses = _track(spec, vtest_frames, wrap=True)
+    ref, ref_banks, _, _ = _track(tiny_model_dir, vtest_frames, wrap=False)
+    got, banks, downloads, uses = _track(tiny_model_dir, vtest_frames, wrap=True)
 
     assert len(got) == len(ref) == FRAMES
     for a, b in zip(got, ref, strict=True):
