@@ -52,7 +52,7 @@ FP32_UNDER_BF16 = frozenset({"mask_decoder"})
 static-shape bf16 compile (fused "snippet" kernels on) moved its mask logits by up
 to 5 against fp32 on identical inputs, and the tracked masks to IoU 0.86 from the
 second tracked frame on (``tests/test_openvino.py`` bf16 case, two objects); in
-fp32 it costs about 10 ms more per call (94 against 83 ms median, 2 cores). With
+fp32 it cost about 10 ms more per call (94 against 83 ms median, a loaded 2-core run). With
 it fp32 and the other three modules bf16, that case holds mean IoU 0.996."""
 
 SNIPPETS_OFF = frozenset({"image_encoder", "memory_attention"})
@@ -342,7 +342,7 @@ def make_runners(spec: ModelSpec, threads: int | None = None, precision: str = "
     core = ov.Core()
     chosen, why = resolve_precision(precision, cpu_capabilities(core))
     if chosen == "bf16":
-        why += "; the mask decoder runs fp32"
+        why += f"; the {', '.join(sorted(FP32_UNDER_BF16)).replace('_', ' ')} runs fp32"
     return {name: OpenVinoRunner(spec.path(name), name, precision=module_precision(name, chosen), threads=threads,
                                  spec=spec, core=core, precision_reason=why)
             for name in MODULES}
