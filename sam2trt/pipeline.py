@@ -38,6 +38,7 @@ import dataclasses
 import os
 import pickle
 import queue
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -201,7 +202,7 @@ class _Channel:
 
 
 def _segments(source, plan: JobPlan, prompts, spec: ModelSpec) -> tuple[list, int]:
-    """The reader's plan: ``([(tag, frames, preprocess), ...], live_from)``.
+    """The reader's plan: ``([(tag, frames), ...], live_from)``.
 
     Tags: ``"C"`` conditioning frames computed ahead (prompts on several frames),
     ``"F"`` forward-tracked frames, ``"B"`` backward-tracked frames (decreasing
@@ -216,17 +217,17 @@ def _segments(source, plan: JobPlan, prompts, spec: ModelSpec) -> tuple[list, in
     segments = []
     cond = needs_conditioning(prompts)
     if cond:
-        segments.append(("C", (f for i in cond for f in source.frames(i, i + 1)), True))
+        segments.append(("C", (f for i in cond for f in source.frames(i, i + 1))))
     start, stop, lo = plan.start, plan.stop, plan.back_start
     if plan.direction == "backward":
-        segments.append(("B", source.frames(lo, start + 1, reverse=True), True))
+        segments.append(("B", source.frames(lo, start + 1, reverse=True)))
         return segments, start + 1
     if plan.direction == "both" and lo < start:
         head = start + max(memory_windows(spec))
         if stop is not None:
             head = min(head, stop)
-        segments.append(("F", source.frames(start, head), True))
-        segments.append(("B", source.frames(lo, start, reverse=True), True))
+        segments.append(("F", source.frames(start, head)))
+        segments.append(("B", source.frames(lo, start, reverse=True)))
         return segments, head
     return segments, start
 
@@ -260,7 +261,7 @@ def _reader(source, spec: ModelSpec, plan: JobPlan, out: _Channel, cancel: threa
 
     try:
         segments, live_from = _segments(source, plan, prompts, spec)
-        for tag, frames, _ in segments:
+        for tag, frames in segments:
             frames = iter(frames)
             while not cancel.is_set():
                 t0 = clock()
@@ -300,8 +301,6 @@ class _Spill:
     """
 
     def __init__(self, near: str | None):
-        import tempfile
-
         self.dir = stage_dir(near) if near else Path(tempfile.mkdtemp(prefix=".sam2trt-backward-"))
         self.frames: set[int] = set()
 
@@ -537,7 +536,6 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
         items = _Items(frames_ch)
         t_in = [0.0]
         rgbs: dict = {}
-        spill = None
 
         def feed(tag: str, keep_rgb: bool = False, stop_at_change: bool = True):
             while True:
@@ -589,9 +587,7 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
                         rgbs.pop(out.frame_idx, None)
                         backlog.head[out.frame_idx] = out
                 elif tag == "B":
-                    spill = _Spill(next(iter(job.outputs().values()), None))
-                    spills.append(spill)
-                    backlog.spill = spill
+                    spill = backlog.spill = _Spill(next(iter(job.outputs().values()), None))
                     for out in track_frames(stepper, feed("B"), job.prompts, num_frames=info.num_frames,
                                             banks=_copy_banks(banks), reverse=True, conditioning=cond):
                         tracked()
@@ -629,7 +625,6 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
             fail(e)
             post_ch.drain()
 
-    spills: list = []  # backward result folders, removed below
     backlog = _Backlog()
     sinks: dict = {}
     sinks_run = None
@@ -686,8 +681,8 @@ def run_track(job: TrackJob, spec: ModelSpec, runners, *, progress: Callable[[in
                             failures.append(e)
                     if sinks_run is not None:
                         sinks_run.finish()
-                    for spill in spills:
-                        spill.close()
+                    if backlog.spill is not None:  # the backward results' folder
+                        backlog.spill.close()
                     if guard.pending:
                         _cancel_runners(runners, False)
         with guard.disarmed():
