@@ -12,7 +12,7 @@ VIDEO ?= ../shared/videos/vtest.avi
 MODEL ?= engines/sam2.1_hiera_t_random
 OUT ?= out
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-parity test-fast bench clean
 
 ifneq ($(VENV),)
 $(VENV):
@@ -36,8 +36,14 @@ demo: install
 		--max-frames 20 --out $(OUT)/masked.mp4 --masks-dir $(OUT)/masks --json $(OUT)/track.jsonl
 
 # pytest's exit 5 (no tests collected) is turned into a failure.
+# make test: everything but the long parity cases (marked parity: a dozen or more frames tracked
+# twice, against the official predictor or fp16/bf16 against fp32); make test-parity runs those.
+# CI (.ci/run) runs both.
 test: install
-	$(PYTHON) -m pytest -ra --durations=25; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
+	$(PYTHON) -m pytest -ra --durations=25 -m "not parity"; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
+
+test-parity: install
+	$(PYTHON) -m pytest -ra --durations=25 -m parity; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
 
 # Everything but the tests marked slow (they need torch and sam2: they export a model, run the
 # official predictor or compare with PyTorch); runs without torch installed.

@@ -32,10 +32,9 @@ def _xyxy(b):
     return (x, y, x + w, y + h)
 
 
-def run_official_prompts(predictor, frames_dir, prompts, directions, max_frames=None):
+def run_official_prompts(predictor, frames_dir, prompts, directions):
     """``{frame_idx: [K, H, W] logits}``: all prompts added first (one call per object and frame),
-    then ``propagate_in_video`` in each of ``directions`` (``False`` forward, ``True`` reverse),
-    over at most ``max_frames`` frames from the first (forward) or last (reverse) prompt frame."""
+    then ``propagate_in_video`` in each of ``directions`` (``False`` forward, ``True`` reverse)."""
     import torch
 
     out = {}
@@ -48,20 +47,19 @@ def run_official_prompts(predictor, frames_dir, prompts, directions, max_frames=
             predictor.add_new_points_or_box(state, frame_idx=p.frame_idx, obj_id=p.obj_id, points=pts,
                                             labels=labels, box=list(p.box) if p.box else None)
         for reverse in directions:
-            limit = None if max_frames is None else max_frames - 1
-            for idx, _, masks in predictor.propagate_in_video(state, reverse=reverse, max_frame_num_to_track=limit):
+            for idx, _, masks in predictor.propagate_in_video(state, reverse=reverse):
                 out[idx] = masks[:, 0].numpy()
     predictor.fill_hole_area = 8
     return out
 
 
-def run_pipeline(model_dir, frames_dir, prompts, direction, tmp_path, max_frames=None):
+def run_pipeline(model_dir, frames_dir, prompts, direction, tmp_path):
     """``{frame_idx: label map}`` read back from the pipeline's PNG masks, and the JSON-lines frame order.
 
     The session's ONNX Runtime runners (:func:`tests.helpers.session_runners`: each frame encoded once).
     """
     spec, runners = session_runners(model_dir)
-    job = TrackJob(video=str(frames_dir), prompts=prompts, direction=direction, max_frames=max_frames,
+    job = TrackJob(video=str(frames_dir), prompts=prompts, direction=direction,
                    masks_dir=str(tmp_path / "masks"), json=str(tmp_path / "o.jsonl"), fill_hole_area=0)
     summary = run_track(job, spec, runners)
     labels = {int(p.stem): np.asarray(Image.open(p)) for p in sorted((tmp_path / "masks").iterdir())}
@@ -101,20 +99,32 @@ MID = [ObjectPrompt(1, 8, box=_xyxy(BOX)), ObjectPrompt(2, 8, box=_xyxy(BOX2))]
 def official_mid(official_predictor, vtest_frames):
     """The official reference of objects 1 and 2 boxed on frame 8: forward, then ``reverse=True``.
 
-    The official predictor runs each object on its own (its own memory, batch
-    size 1, no constraint across objects), so object 1's logits here are those
-    of a run holding object 1 alone.
+    Shared by the one-object and two-object cases: the official predictor runs
+    each object on its own (its own memory, batch size 1, no constraint across
+    objects), so object 1's logits here are those of a run holding object 1 alone.
     """
     return run_official_prompts(official_predictor, vtest_frames, MID, [False, True])
 
 
 @pytest.mark.slow
+@pytest.mark.parity
+def test_both_one_object_prompted_mid_clip(tiny_model_dir, official_mid, vtest_frames, tmp_path):
+    """One object boxed on frame 8 of 16, ``both``: every frame 0..15 against the official forward pass,
+    then ``reverse=True`` (the official demo's order)."""
+    ref = {f: v[:1] for f, v in official_mid.items()}
+    ours, order, summary = run_pipeline(tiny_model_dir, vtest_frames, MID[:1], "both", tmp_path)
+    assert sorted(ref) == list(range(16)) and order == list(range(16))
+    assert summary.frames == 16 and summary.first_frame == 0 and summary.as_dict()["direction"] == "both"
+    compare(ours, ref, [1])
+
+
+@pytest.mark.slow
+@pytest.mark.parity
 def test_both_two_objects_and_a_late_one(tiny_model_dir, official_predictor, official_mid, vtest_frames, tmp_path):
     """Objects 1 and 2 boxed on frame 8, object 3 on frame 11 (a late object: it keeps its forward semantics,
-    tracked from frame 11 on). Reference for 1 and 2: the official predictor holding both, forward then reverse
-    (it runs each object on its own, so this also covers one object in both directions); for 3: the official
-    predictor tracking it alone from frame 11 (the official 1.1.0 predictor fails on CPU when objects start on
-    different frames)."""
+    tracked from frame 11 on). Reference for 1 and 2: the official predictor holding both, forward then reverse;
+    for 3: the official predictor tracking it alone from frame 11 (the official 1.1.0 predictor fails on CPU when
+    objects start on different frames)."""
     late = ObjectPrompt(3, LATE_FRAME, box=LATE_BOX)
     ref = dict(official_mid)
     alone = run_official_prompt(official_predictor, vtest_frames, late, 16 - LATE_FRAME)
@@ -128,26 +138,30 @@ def test_both_two_objects_and_a_late_one(tiny_model_dir, official_predictor, off
 
 
 @pytest.mark.slow
+@pytest.mark.parity
 def test_forward_one_object_prompted_on_two_frames(tiny_model_dir, official_predictor, vtest_frames, tmp_path):
-    """Box on frame 0, box and a correcting click on frame 6, 11 frames: frames 7..10 hold both
-    conditioning frames in memory attention and skip frame 6 among the recent memories."""
+    """A box on frame 0, then the box and a correcting negative click on frame 12, ``forward`` over the 16
+    frames: frames 13..15 hold both conditioning frames in memory attention and skip frame 12 among the
+    recent memories, and frames 1..11 fill the memory bank past ``num_maskmem``."""
     x0, y0, x1, y1 = _xyxy(BOX)
     prompts = [ObjectPrompt(1, 0, box=(x0, y0, x1, y1)),
-               ObjectPrompt(1, 6, box=(x0, y0, x1, y1), points=((x0 + 18, y1 - 6, 0),))]  # a correcting click
-    ref = run_official_prompts(official_predictor, vtest_frames, prompts, [False], max_frames=11)
-    ours, order, _ = run_pipeline(tiny_model_dir, vtest_frames, prompts, "forward", tmp_path, max_frames=11)
-    assert order == list(range(11))
+               ObjectPrompt(1, 12, box=(x0, y0, x1, y1), points=((x0 + 18, y1 - 6, 0),))]  # a correcting click
+    ref = run_official_prompts(official_predictor, vtest_frames, prompts, [False])
+    ours, order, _ = run_pipeline(tiny_model_dir, vtest_frames, prompts, "forward", tmp_path)
+    assert sorted(ref) == list(range(16)) and order == list(range(16))
     compare(ours, ref, [1])
 
 
 @pytest.mark.slow
+@pytest.mark.parity
 def test_backward_alone_from_the_last_frame(tiny_model_dir, official_predictor, vtest_frames, tmp_path):
-    """Box on frame 15, backward, ``max_frames=10``: frame 15 and the 10 before it, 15 down to 5 (the memory
-    bank fills past ``num_maskmem``); the official ``max_frame_num_to_track=10``."""
+    """A box on frame 15, ``backward`` alone: frames 15 down to 0 (the memory bank fills past ``num_maskmem``)
+    against the official ``propagate_in_video(reverse=True)``."""
     prompts = [ObjectPrompt(1, 15, box=_xyxy(BOX))]
-    ref = run_official_prompts(official_predictor, vtest_frames, prompts, [True], max_frames=11)
-    ours, order, summary = run_pipeline(tiny_model_dir, vtest_frames, prompts, "backward", tmp_path, max_frames=10)
-    assert order == list(range(5, 16)) and summary.as_dict()["direction"] == "backward"
+    ref = run_official_prompts(official_predictor, vtest_frames, prompts, [True])
+    ours, order, summary = run_pipeline(tiny_model_dir, vtest_frames, prompts, "backward", tmp_path)
+    assert sorted(ref) == list(range(16)) and order == list(range(16))
+    assert summary.as_dict()["direction"] == "backward"
     compare(ours, ref, [1])
 
 

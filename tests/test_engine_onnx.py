@@ -114,6 +114,7 @@ def test_fp16_files_are_kept_when_current(fp16_model_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.parity
 def test_fp16_tracking_matches_fp32_in_onnxruntime(fp16_model_dir, vtest_frames, ort_fp32_masks):
     spec = load_model_spec(fp16_model_dir)
     ref, _ = ort_fp32_masks(FP16_PARITY_FRAMES)

@@ -1,11 +1,9 @@
 """The OpenVINO backend (issue 12): parity, bf16 fidelity, the CLI, and the runner's contract.
 
 - fp32 against the official ``SAM2VideoPredictor``: the parity bar of
-  ``tests/test_parity.py`` (mean IoU >= 0.999, no frame below 0.99) on its
-  harder case (two objects, a later prompt frame, hole filling), over the same
-  frames, against the same (session-memoised) official run. Its one-object
-  case tests nothing more of the backend, at two more minutes of CPU.
-- bf16 against ONNX Runtime fp32 on the same case and weights: mean IoU >= 0.98
+  ``tests/test_parity.py`` (mean IoU >= 0.999, no frame below 0.99) on its two
+  cases, over the same frames, against the same (session-memoised) official runs.
+- bf16 against ONNX Runtime fp32 on the same cases and weights: mean IoU >= 0.98
   (the bar of the fp16 ONNX path), printed per frame (``pytest -s``).
 - ``track --backend openvino`` end to end with every output; usage and
   environment errors (one line, documented exit code).
@@ -41,7 +39,8 @@ except ImportError:
 needs_openvino = pytest.mark.skipif(OV_MISSING is not None, reason=OV_MISSING or "")
 
 NUM_TRACKED = PARITY_FRAMES  # as tests/test_parity.py: the official runs are shared (memoised)
-CASES = {  # name: (boxes, prompt frame, fill_hole_area), the harder case of tests/test_parity.py
+CASES = {  # name: (boxes, prompt frame, fill_hole_area), the two cases of tests/test_parity.py
+    "one_object": (BOXES[:1], 0, 0),
     "two_objects_frame3_holes": (BOXES, 3, 8),
 }
 
@@ -245,6 +244,7 @@ def official_runs(official_predictor, vtest_frames, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.parity
 @needs_openvino
 @pytest.mark.parametrize("case", list(CASES))
 def test_openvino_fp32_matches_the_official_predictor(case, tiny_model_dir, official_runs, vtest_frames):
@@ -256,6 +256,7 @@ def test_openvino_fp32_matches_the_official_predictor(case, tiny_model_dir, offi
 
 
 @pytest.mark.slow
+@pytest.mark.parity
 @needs_openvino
 @pytest.mark.parametrize("case", list(CASES))
 def test_openvino_bf16_close_to_onnxruntime_fp32(case, tiny_model_dir, vtest_frames):

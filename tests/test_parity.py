@@ -39,6 +39,7 @@ def test_parity_one_object(tiny_model_dir, official_predictor, vtest_frames, mon
     compare(ours, ref, 1)
 
 
+@pytest.mark.parity
 def test_parity_two_objects_later_prompt_frame_with_hole_filling(model_and_official, vtest_frames, monkeypatch):
     model_dir, official = model_and_official
     prompt_frame = 3

@@ -20,7 +20,7 @@ import pytest
 
 from tests.helpers import iou_table, run_official_prompt, run_ours_prompts
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.parity]
 FRAMES = 6
 
 

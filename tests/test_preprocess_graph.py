@@ -207,6 +207,7 @@ def test_preprocess_frame_matmul_checks_shapes():
 
 
 @pytest.mark.slow
+@pytest.mark.parity
 def test_parity_with_graph_preprocessing(tiny_model_dir, official_predictor, vtest_frames, sessions, monkeypatch):
     """The parity case of one object over 12 vtest frames (a full, sliding memory bank), tracked with images
     from the graph (on ORT), vs the official predictor (PIL): the official run is the one test_parity uses."""
