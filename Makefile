@@ -36,7 +36,7 @@ demo: install
 		--max-frames 20 --out $(OUT)/masked.mp4 --masks-dir $(OUT)/masks --json $(OUT)/track.jsonl
 
 # pytest's exit 5 (no tests collected) is turned into a failure.
-# make test: everything but the long parity cases (marked parity: a dozen or more frames tracked
+# make test: everything but the long parity cases (marked parity: real frames tracked
 # twice, against the official predictor or fp16/bf16 against fp32); make test-parity runs those.
 # CI (.ci/run) runs both.
 test: install

@@ -19,7 +19,7 @@ import pytest
 
 from tests.helpers import BOXES, CONFIG, CONFIG_20, PARITY_FRAMES, compare, run_official, run_ours
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.parity]
 
 NUM_TRACKED = PARITY_FRAMES  # > num_maskmem (7): the memory bank fills and slides
 
@@ -39,7 +39,6 @@ def test_parity_one_object(tiny_model_dir, official_predictor, vtest_frames, mon
     compare(ours, ref, 1)
 
 
-@pytest.mark.parity
 def test_parity_two_objects_later_prompt_frame_with_hole_filling(model_and_official, vtest_frames, monkeypatch):
     model_dir, official = model_and_official
     prompt_frame = 3
