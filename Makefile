@@ -35,20 +35,22 @@ demo: install
 	$(PYTHON) -m sam2trt.cli track $(VIDEO) --model $(MODEL) --box 250,215,36,97 --box 636,238,50,85 \
 		--max-frames 20 --out $(OUT)/masked.mp4 --masks-dir $(OUT)/masks --json $(OUT)/track.jsonl
 
-# pytest's exit 5 (no tests collected) is turned into a failure.
+# $(call pytest,ARGS): pytest -ra ARGS, its exit 5 (no tests collected) turned into a failure.
+pytest = $(PYTHON) -m pytest -ra $(1); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
+
 # make test: everything but the long parity cases (marked parity: real frames tracked
 # twice, against the official predictor or fp16/bf16 against fp32); make test-parity runs those.
 # CI (.ci/run) runs both.
 test: install
-	$(PYTHON) -m pytest -ra --durations=25 -m "not parity"; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
+	$(call pytest,--durations=25 -m "not parity")
 
 test-parity: install
-	$(PYTHON) -m pytest -ra --durations=25 -m parity; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
+	$(call pytest,--durations=25 -m parity)
 
 # Everything but the tests marked slow (they need torch and sam2: they export a model, run the
 # official predictor or compare with PyTorch); runs without torch installed.
 test-fast:
-	$(PYTHON) -m pytest -ra -m "not slow"; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
+	$(call pytest,-m "not slow")
 
 clean:
 	rm -rf $(OUT) build *.egg-info .pytest_cache
