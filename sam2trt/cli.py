@@ -17,11 +17,11 @@ import tempfile
 from typing import List, Optional
 
 import typer
-from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from sam2trt import platform
 from sam2trt.batch import plan_jobs, run_batch
 from sam2trt.bench import HOST_OUTPUTS, format_bench, format_host_only, run_bench, run_host_only, synthetic_clip
+from sam2trt.cli_help import APP_EPILOG, EXAMPLES, HelpCommand, HelpGroup
 from sam2trt.cluster import DEFAULT_RETRIES, run_on_ray
 from sam2trt.engine.build import build_engines as _build
 from sam2trt.engine.compat import describe_engines
@@ -38,76 +38,9 @@ from sam2trt.signals import signal_guard
 from sam2trt.video.writers import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
 
 
-class _FlagOption(TyperOption):
-    """An option that takes no value (a flag or a counter): its help row shows no type."""
-
-    def display_type_rich(self, ctx):
-        return None
-
-
-class _RepeatedArgument(TyperArgument):
-    """A positional argument given one or more times: its help row shows the element type, then ``...``."""
-
-    def display_type_rich(self, ctx):
-        return f"<{self.type_descriptor.path_type if self.type_descriptor.is_path else 'str'}>..."
-
-
-def _teaching_params(params: list) -> list:
-    """``params`` with each flag, counter and repeated argument made to show its value as described in HelpCommand."""
-    for param in params:
-        if type(param) is TyperOption and (param.is_flag or param.count):
-            param.__class__ = _FlagOption
-        elif type(param) is TyperArgument and param.nargs != 1:
-            param.__class__ = _RepeatedArgument
-    return params
-
-
-class HelpCommand(TyperCommand):
-    """A typer command whose ``--help`` shows what each option takes, and the epilog's examples line by line.
-
-    typer 0.29's rich help prints every option's Python type in the type column,
-    flags included (``--quiet -q <bool>``), although a flag takes no value (its
-    plain-text help, ``get_help_record``, skips flags and counters). Here a flag's
-    and a counter's column stays empty, and a repeated argument shows its element
-    type followed by ``...`` instead of ``<list[str]>``. A repeated option names its
-    value with ``metavar=`` and says in its help what to repeat. The epilog is
-    rich markup (typer's default mode), so its single line breaks are kept.
-    """
-
-    def get_params(self, ctx):
-        """The command's parameters and ``--help``, flags and repeated arguments shown as above."""
-        return _teaching_params(super().get_params(ctx))
-
-
-class HelpGroup(TyperGroup):
-    """The ``sam2trt`` group, its ``--help`` flag shown as :class:`HelpCommand` shows flags."""
-
-    def get_params(self, ctx):
-        """The group's parameters and ``--help``."""
-        return _teaching_params(super().get_params(ctx))
-
-
-def examples(*commands: str, more: str = "") -> str:
-    """The epilog of a command's ``--help``: an ``Examples`` heading, then each command indented.
-
-    A command may hold newlines: its later lines are continuation lines (the
-    previous line ends with `` \\``), indented by four spaces. Keep each line
-    under 78 characters, the width of typer's help. The last line points to
-    docs/cli.md (and, at column 0, keeps typer's ``cleandoc`` from removing the
-    examples' indentation); ``more``, when given, is a paragraph before it.
-    """
-    return ("Examples:\n" + "\n".join("  " + command.replace("\n", "\n      ") for command in commands)
-            + (f"\n\n{more}" if more else "") + "\n\nEvery command and option: docs/cli.md")
-
-
 app = typer.Typer(cls=HelpGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="SAM 2 / SAM 2.1 video object tracking: export to ONNX, build TensorRT engines, track.",
-                  epilog=examples("sam2trt download sam2.1_hiera_t",
-                                  "sam2trt export --config sam2.1_hiera_t \\\n--checkpoint sam2.1_hiera_tiny.pt "
-                                  "--out engines/sam2.1_hiera_t",
-                                  "sam2trt track video.mp4 --model engines/sam2.1_hiera_t \\\n--box 250,215,36,97 "
-                                  "--out masked.mp4",
-                                  more="sam2trt COMMAND --help: that command's options and examples."))
+                  epilog=APP_EPILOG)
 
 
 def _err(msg: str) -> None:
@@ -115,10 +48,7 @@ def _err(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- export
-@app.command(cls=HelpCommand, epilog=examples(
-    "sam2trt export --config sam2.1_hiera_t \\\n--checkpoint sam2.1_hiera_tiny.pt --out engines/sam2.1_hiera_t",
-    "sam2trt export --config sam2_hiera_l \\\n--checkpoint sam2_hiera_large.pt --out engines/sam2_hiera_l --no-verify",
-    "sam2trt export --config sam2.1_hiera_t --random-weights --seed 0 \\\n--out engines/tiny_random"))
+@app.command(cls=HelpCommand, epilog=EXAMPLES["export"])
 def export(
     config: str = typer.Option(..., help="official config name, e.g. sam2.1_hiera_t, sam2.1_hiera_b+, sam2_hiera_l"),
     checkpoint: Optional[pathlib.Path] = typer.Option(None, help="official checkpoint .pt ({'model': state_dict})"),
@@ -145,9 +75,7 @@ def export(
 
 
 # ------------------------------------------------------------------------- download
-@app.command(cls=HelpCommand, epilog=examples(
-    "sam2trt download sam2.1_hiera_t",
-    "sam2trt download sam2.1_hiera_b+ --cache-dir /data/checkpoints"))
+@app.command(cls=HelpCommand, epilog=EXAMPLES["download"])
 def download(
     name: str = typer.Argument(..., help="config name, e.g. sam2.1_hiera_t"),
     cache_dir: Optional[pathlib.Path] = typer.Option(None, help="default: $XDG_CACHE_HOME/sam2trt/checkpoints"),
@@ -157,10 +85,7 @@ def download(
 
 
 # -------------------------------------------------------------------- build-engines
-@app.command("build-engines", cls=HelpCommand, epilog=examples(
-    "sam2trt build-engines engines/sam2.1_hiera_t",
-    "sam2trt build-engines engines/sam2.1_hiera_t --max-objects 4 --workspace 8",
-    "sam2trt build-engines engines/sam2.1_hiera_t --precision fp32 \\\n--timing-cache timing.cache --force"))
+@app.command("build-engines", cls=HelpCommand, epilog=EXAMPLES["build-engines"])
 def build_engines(
     model_dir: pathlib.Path = typer.Argument(..., help="model folder from `sam2trt export`"),
     precision: str = typer.Option("fp16", help="fp16 | fp32"),
@@ -179,9 +104,7 @@ def build_engines(
 
 
 # --------------------------------------------------------------------- convert-fp16
-@app.command("convert-fp16", cls=HelpCommand, epilog=examples(
-    "sam2trt convert-fp16 engines/sam2.1_hiera_t",
-    "sam2trt convert-fp16 engines/sam2.1_hiera_t --force"))
+@app.command("convert-fp16", cls=HelpCommand, epilog=EXAMPLES["convert-fp16"])
 def convert_fp16(
     model_dir: pathlib.Path = typer.Argument(..., help="model folder from `sam2trt export`"),
     force: bool = typer.Option(False, "--force", help="rewrite files that are up to date"),
@@ -195,9 +118,7 @@ def convert_fp16(
 
 
 # --------------------------------------------------------------------------- doctor
-@app.command(cls=HelpCommand, epilog=examples(
-    "sam2trt doctor",
-    "sam2trt doctor --model engines/sam2.1_hiera_t"))
+@app.command(cls=HelpCommand, epilog=EXAMPLES["doctor"])
 def doctor(model: Optional[pathlib.Path] = typer.Option(None, "--model", help="also say which backend `track` would use for it")):
     """Print what this machine has (GPU, driver, CUDA, TensorRT, ONNX Runtime, OpenVINO) and the backend track would use."""
     if model is not None:
@@ -245,12 +166,7 @@ def doctor_lines(model_dir: str | os.PathLike | None = None,
 
 
 # ---------------------------------------------------------------------------- track
-@app.command(cls=HelpCommand, epilog=examples(
-    "sam2trt track video.mp4 --model engines/sam2.1_hiera_t \\\n--box 250,215,36,97 --box 636,238,50,85 --out masked.mp4",
-    "sam2trt track frames/ --model engines/sam2.1_hiera_t \\\n--point 268,260 --point 1@80:300,270,0 \\\n"
-    "--masks-dir masks --json track.jsonl",
-    "sam2trt track --manifest jobs.csv --model engines/sam2.1_hiera_t \\\n--json-summary --skip-existing "
-    "--ray auto"))
+@app.command(cls=HelpCommand, epilog=EXAMPLES["track"])
 def track(
     videos: List[str] = typer.Argument(None, metavar="VIDEO",
                                        help="video files or folders of JPEG/PNG frames sorted by name (several: a batch)"),
@@ -372,10 +288,7 @@ def track(
 
 
 # ---------------------------------------------------------------------------- bench
-@app.command(cls=HelpCommand, epilog=examples(
-    "sam2trt bench --model engines/sam2.1_hiera_t --frames 20 --objects 4",
-    "sam2trt bench --model engines/sam2.1_hiera_t --backend openvino \\\n--precision bf16 --json",
-    "sam2trt bench --host-only --video video.mp4 \\\n--outputs out,json,masks_dir,coco --direction both"))
+@app.command(cls=HelpCommand, epilog=EXAMPLES["bench"])
 def bench(
     model: Optional[pathlib.Path] = typer.Option(None, "--model", help="model folder (with --host-only: optional, "
                                                  "only model.json is read)"),
