@@ -409,7 +409,7 @@ def _is_parser_error(exc: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app; every error becomes one line on stderr and an exit code.
 
-    Exit codes are those of :mod:`sam2trt.errors` (the README's table): 2 for a
+    Exit codes are those of :mod:`sam2trt.errors` (docs/cli.md, Exit codes): 2 for a
     usage error (also those typer's parser raises), 130 for SIGINT/SIGTERM, and
     1 for an unexpected error (a traceback follows only with ``SAM2TRT_DEBUG=1``).
     """
