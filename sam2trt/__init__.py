@@ -1,6 +1,6 @@
 """sam2trt: SAM 2 / SAM 2.1 video object tracking from the shell.
 
-Layout (each stage findable by name; README "How it is built"):
+Layout (each stage findable by name; docs/architecture.md "Packages"):
 
 - ``sam2trt.export``   -- PyTorch (official ``sam2``) -> four ONNX modules + ``model.json``
 - ``sam2trt.fp16``     -- the mixed-precision fp16 ONNX (``convert-fp16``; TensorRT builds from it)

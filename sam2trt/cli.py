@@ -21,6 +21,7 @@ import typer
 from sam2trt import platform
 from sam2trt.batch import plan_jobs, run_batch
 from sam2trt.bench import HOST_OUTPUTS, format_bench, format_host_only, run_bench, run_host_only, synthetic_clip
+from sam2trt.cli_help import APP_EPILOG, EXAMPLES, HelpCommand, HelpGroup
 from sam2trt.cluster import DEFAULT_RETRIES, run_on_ray
 from sam2trt.engine.build import build_engines as _build
 from sam2trt.engine.compat import describe_engines
@@ -36,8 +37,10 @@ from sam2trt.runtime.select import check_precision, choose_backend, open_runners
 from sam2trt.signals import signal_guard
 from sam2trt.video.writers import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="SAM 2 / SAM 2.1 video object tracking: export to ONNX, build TensorRT engines, track.")
+
+app = typer.Typer(cls=HelpGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="SAM 2 / SAM 2.1 video object tracking: export to ONNX, build TensorRT engines, track.",
+                  epilog=APP_EPILOG)
 
 
 def _err(msg: str) -> None:
@@ -45,7 +48,7 @@ def _err(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- export
-@app.command()
+@app.command(cls=HelpCommand, epilog=EXAMPLES["export"])
 def export(
     config: str = typer.Option(..., help="official config name, e.g. sam2.1_hiera_t, sam2.1_hiera_b+, sam2_hiera_l"),
     checkpoint: Optional[pathlib.Path] = typer.Option(None, help="official checkpoint .pt ({'model': state_dict})"),
@@ -72,7 +75,7 @@ def export(
 
 
 # ------------------------------------------------------------------------- download
-@app.command()
+@app.command(cls=HelpCommand, epilog=EXAMPLES["download"])
 def download(
     name: str = typer.Argument(..., help="config name, e.g. sam2.1_hiera_t"),
     cache_dir: Optional[pathlib.Path] = typer.Option(None, help="default: $XDG_CACHE_HOME/sam2trt/checkpoints"),
@@ -82,7 +85,7 @@ def download(
 
 
 # -------------------------------------------------------------------- build-engines
-@app.command("build-engines")
+@app.command("build-engines", cls=HelpCommand, epilog=EXAMPLES["build-engines"])
 def build_engines(
     model_dir: pathlib.Path = typer.Argument(..., help="model folder from `sam2trt export`"),
     precision: str = typer.Option("fp16", help="fp16 | fp32"),
@@ -101,7 +104,7 @@ def build_engines(
 
 
 # --------------------------------------------------------------------- convert-fp16
-@app.command("convert-fp16")
+@app.command("convert-fp16", cls=HelpCommand, epilog=EXAMPLES["convert-fp16"])
 def convert_fp16(
     model_dir: pathlib.Path = typer.Argument(..., help="model folder from `sam2trt export`"),
     force: bool = typer.Option(False, "--force", help="rewrite files that are up to date"),
@@ -115,7 +118,7 @@ def convert_fp16(
 
 
 # --------------------------------------------------------------------------- doctor
-@app.command()
+@app.command(cls=HelpCommand, epilog=EXAMPLES["doctor"])
 def doctor(model: Optional[pathlib.Path] = typer.Option(None, "--model", help="also say which backend `track` would use for it")):
     """Print what this machine has (GPU, driver, CUDA, TensorRT, ONNX Runtime, OpenVINO) and the backend track would use."""
     if model is not None:
@@ -163,14 +166,20 @@ def doctor_lines(model_dir: str | os.PathLike | None = None,
 
 
 # ---------------------------------------------------------------------------- track
-@app.command()
+@app.command(cls=HelpCommand, epilog=EXAMPLES["track"])
 def track(
-    videos: List[str] = typer.Argument(None, metavar="VIDEO...",
+    videos: List[str] = typer.Argument(None, metavar="VIDEO",
                                        help="video files or folders of JPEG/PNG frames sorted by name (several: a batch)"),
     model: pathlib.Path = typer.Option(..., "--model", help="model folder from `sam2trt export`"),
-    box: List[str] = typer.Option([], "--box", help="box x,y,w,h in pixels (optional prefix ID:, @FRAME: or ID@FRAME:); repeat per object"),
-    point: List[str] = typer.Option([], "--point", help="click x,y or x,y,label (1 fg, 0 bg), optional ID@FRAME: prefix; repeatable"),
-    mask: List[str] = typer.Option([], "--mask", help="initial mask PNG (non-zero = object), optional ID@FRAME: prefix; repeatable"),
+    box: List[str] = typer.Option([], "--box", metavar="X,Y,W,H",
+                                  help="a box in pixels; prefix ID:, @FRAME: or ID@FRAME: to name the object "
+                                  "or frame (repeat for more objects)"),
+    point: List[str] = typer.Option([], "--point", metavar="X,Y[,L]",
+                                    help="a click in pixels, label L 1 foreground (default) or 0 background; "
+                                    "prefix as --box (repeat for more clicks or objects)"),
+    mask: List[str] = typer.Option([], "--mask", metavar="PNG",
+                                   help="an initial mask, a frame-sized PNG (non-zero = object); prefix as --box "
+                                   "(repeat for more objects)"),
     prompt_frame: int = typer.Option(0, help="frame index of prompts given without @FRAME"),
     max_frames: Optional[int] = typer.Option(None, help="process at most this many frames in each direction"),
     direction: str = typer.Option("both", help="both (forward from the earliest prompt frame, then backward from it) | forward | backward"),
@@ -178,7 +187,7 @@ def track(
     masks_dir: Optional[str] = typer.Option(None, help="folder for one indexed PNG per frame (DAVIS palette); pattern as --out"),
     json_path: Optional[str] = typer.Option(None, "--json", help="JSON lines: per frame, per object box/area/score; pattern as --out"),
     coco: Optional[str] = typer.Option(None, "--coco", help="COCO-style results JSON with RLE masks; pattern as --out"),
-    manifest: Optional[pathlib.Path] = typer.Option(None, help="CSV (with header) or JSON lines: one job per row (README: Batch jobs)"),
+    manifest: Optional[pathlib.Path] = typer.Option(None, help="CSV (with header) or JSON lines: one job per row (docs/batch.md)"),
     json_summary: bool = typer.Option(False, "--json-summary", help="print one JSON line per video on stdout"),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="skip videos whose outputs all exist and are complete"),
     fill_hole_area: Optional[int] = typer.Option(None, help="fill mask holes up to this area (low-res pixels); 0 = off; default 8"),
@@ -190,7 +199,7 @@ def track(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar"),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="run the jobs on a Ray cluster: auto "
                                       "(running cluster, RAY_ADDRESS), local (a private instance here) or HOST:PORT; "
-                                      "needs pip install sam2trt with the ray extra (README: Batch jobs)"),
+                                      "needs pip install sam2trt with the ray extra (docs/batch.md)"),
     ray_cpus_per_worker: Optional[int] = typer.Option(None, "--ray-cpus-per-worker", help="with --ray, on nodes "
                                                       "without GPUs: cores per worker (default: all, one per node)"),
     retries: Optional[int] = typer.Option(None, "--retries", help="with --ray: runs again of a job whose worker was "
@@ -279,7 +288,7 @@ def track(
 
 
 # ---------------------------------------------------------------------------- bench
-@app.command()
+@app.command(cls=HelpCommand, epilog=EXAMPLES["bench"])
 def bench(
     model: Optional[pathlib.Path] = typer.Option(None, "--model", help="model folder (with --host-only: optional, "
                                                  "only model.json is read)"),
@@ -400,7 +409,7 @@ def _is_parser_error(exc: BaseException) -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app; every error becomes one line on stderr and an exit code.
 
-    Exit codes are those of :mod:`sam2trt.errors` (the README's table): 2 for a
+    Exit codes are those of :mod:`sam2trt.errors` (docs/cli.md, Exit codes): 2 for a
     usage error (also those typer's parser raises), 130 for SIGINT/SIGTERM, and
     1 for an unexpected error (a traceback follows only with ``SAM2TRT_DEBUG=1``).
     """

@@ -19,7 +19,7 @@ which hands the videos to one worker per GPU (or per node, on CPU nodes) as
 they free up, retries a video whose worker died, and streams one JSON summary
 line per video, collected into ``OUT/summary.jsonl`` and printed on stdout.
 Run it again after a crash or Ctrl-C: finished videos are skipped. Exit code:
-that of ``sam2trt track`` (README: exit codes).
+that of ``sam2trt track`` (docs/cli.md: exit codes).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """NVIDIA ModelOpt's AutoCast next to ``sam2trt/fp16.py`` on exported modules, in ONNX Runtime on the CPU.
 
-The trial recorded in the README ("fp16: why the project's own converter").
+The trial recorded in docs/decisions/fp16-converter.md.
 ModelOpt is not a dependency of sam2trt; run this in a throwaway virtual
 environment (ModelOpt requires torch and pins GPU packages, so install it
 without its dependencies and add the pure-Python ones it imports)::
