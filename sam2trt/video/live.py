@@ -26,7 +26,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import StreamLost, UsageError
-from .live_open import (DEFAULT_OPEN_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S, OpenSpec, describe, open_input,
+from .live_open import (DEFAULT_OPEN_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S, OpenSpec, describe, failure_reason,
+                        open_input,
                         open_spec)
 
 DEFAULT_RECONNECT = 5
@@ -245,7 +246,7 @@ class LiveSource:
                         return None
                     self._deliver(frame)
         except (OSError, av.FFmpegError, EOFError) as exc:
-            return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            return failure_reason(exc, self._timeouts[1])
         return None if self._end_on_eof else "end of stream"
 
     def _pace(self, frame, start):

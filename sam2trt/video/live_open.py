@@ -146,6 +146,22 @@ def describe(source: str) -> str:
     return source
 
 
+def failure_reason(exc: BaseException, timeout_s: float | None = None) -> str:
+    """A short reason for a PyAV/FFmpeg failure: ``"Connection refused"``, ``"no data for 2 s"``...
+
+    Drops the ``[Errno N]`` prefix and the quoted URL; PyAV's interrupt
+    (``ExitError``, "Immediate exit requested") becomes ``no data for
+    {timeout_s} s``.
+    """
+    import av
+
+    if isinstance(exc, av.error.ExitError) and timeout_s is not None:
+        return f"no data for {timeout_s:g} s"
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = re.sub(r"^\[Errno -?\d+\]\s*", "", first)
+    return re.sub(r":\s*'[^']*'$", "", first)[:160] or type(exc).__name__
+
+
 def open_error(source: str, spec: OpenSpec, exc: BaseException, open_timeout_s: float) -> Exception:
     """The one-line error for an ``av.open`` of ``source`` that raised ``exc``.
 
@@ -158,8 +174,7 @@ def open_error(source: str, spec: OpenSpec, exc: BaseException, open_timeout_s: 
     import av
 
     name = describe(source)
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    reason = re.sub(r":\s*'[^']*'$", "", first)[:160]
+    reason = failure_reason(exc, open_timeout_s)
     if spec.kind == "v4l2":
         if isinstance(exc, FileNotFoundError):
             return InputError(f"camera {name} does not exist: list the cameras with `ls /dev/video*` "
