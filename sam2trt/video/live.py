@@ -183,6 +183,11 @@ class LiveSource:
         with self._box.cond:
             return replace(self._box.stats)
 
+    @property
+    def running(self) -> bool:
+        """Whether the reader thread is still decoding (or reconnecting)."""
+        return self._thread.is_alive()
+
     def __iter__(self) -> Iterator[LiveFrame]:
         while True:
             frame = self._box.take(self._thread.is_alive)
