@@ -87,8 +87,7 @@ class StreamVideoWriter:
         try:
             self._container = av.open(file, mode="w", format=fmt, options=options, timeout=(timeout_s, timeout_s))
         except (OSError, ValueError) as exc:  # av.FFmpegError is an OSError
-            raise InputError(f"cannot open output stream {target} ({exc}): check the URL and that the "
-                             "server (RTSP/RTMP/SRT/TCP) is up") from exc
+            raise self._open_failed(exc) from exc
         try:
             self._stream = add_video_stream(self._container, self.width, self.height,
                                             Fraction(fps).limit_denominator(1001), crf=crf, preset=preset,
@@ -96,6 +95,15 @@ class StreamVideoWriter:
         except BaseException:
             self.abort()
             raise
+        try:
+            self._container.start_encoding()  # connects (RTSP/RTMP publish) and writes the header now
+        except (OSError, ValueError) as exc:
+            self.abort()
+            raise self._open_failed(exc) from exc
+
+    def _open_failed(self, exc: BaseException) -> InputError:
+        return InputError(f"cannot open output stream {self.target} ({exc}): check the URL and that the "
+                          "server (RTSP/RTMP/SRT/TCP) is up")
 
     @staticmethod
     def _muxer_args(target: str) -> tuple[object, str, dict[str, str]]:
