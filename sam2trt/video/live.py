@@ -155,8 +155,9 @@ class LiveSource:
     last frame when reconnecting gave up. ``width``/``height``: frame size in
     pixels (frames of a reconnected stream of another size are scaled to it);
     ``fps``: the stream's nominal frame rate, or ``None`` when it does not say.
-    A context manager; :meth:`close` stops the thread (within about one read
-    timeout at worst) and is idempotent.
+    A context manager; :meth:`close` stops the thread (at once while it waits
+    for a frame, a pacing deadline or a backoff delay; within the open or read
+    timeout while FFmpeg blocks on the network) and is idempotent.
     """
 
     def __init__(self, source: str, spec: OpenSpec, opened, *, realtime: bool, open_timeout_s: float,
@@ -204,7 +205,7 @@ class LiveSource:
     def close(self) -> None:
         """Stop the reader thread and release the source; a frame still in the mailbox counts as dropped."""
         self._stop.set()
-        self._thread.join(self._timeouts[1] + 2.0)
+        self._thread.join(max(self._timeouts) + 1.0)
         self._box.finish(self._box.error)
         self._box.discard()
 
