@@ -16,11 +16,11 @@ import time
 
 import pytest
 
-from sam2trt.errors import InputError, SourceUnavailable, StreamLost, UsageError
+from sam2trt.errors import EnvironmentMissing, InputError, SourceUnavailable, StreamLost, UsageError
 from sam2trt.video.live import open_live
 from sam2trt.video.live_open import classify_source, is_live, open_spec
-from tests.servers.live import (CLIP, CLIP_FPS, CLIP_FRAMES, CLIP_SIZE, ffmpeg_sender, free_port, need_ffmpeg,
-                                need_rtsp_server, rtsp_server)
+from tests.servers.live import (CLIP, CLIP_FPS, CLIP_FRAMES, CLIP_SIZE, Proc, ffmpeg_sender, free_port,
+                                need_ffmpeg, need_rtsp_server, rtsp_server)
 
 ROOT = CLIP.parents[2]
 
@@ -142,9 +142,10 @@ def open_when_listening(url: str, deadline_s: float = 10.0, **kwargs):
             time.sleep(0.1)
 
 
-def test_http_mpegts_until_end_of_stream():
+@pytest.mark.parametrize("fmt, codec", [("mpegts", ["-c", "copy"]), ("mpjpeg", ["-c:v", "mjpeg", "-q:v", "5"])])
+def test_http_until_end_of_stream(fmt, codec):
     port = free_port()
-    server = ffmpeg_sender(["-f", "mpegts", "-listen", "1", f"http://127.0.0.1:{port}"])
+    server = ffmpeg_sender(codec + ["-f", fmt, "-listen", "1", f"http://127.0.0.1:{port}"])
     try:
         with open_when_listening(f"http://127.0.0.1:{port}", open_timeout_s=5) as src:
             assert (src.width, src.height) == CLIP_SIZE
@@ -154,6 +155,24 @@ def test_http_mpegts_until_end_of_stream():
         server.stop()
     assert stats.frames_received >= CLIP_FRAMES - 5 and stats.reconnect_attempts == 0
     assert stats.frames_received == stats.frames_taken + stats.frames_dropped
+    assert_ordered(frames)
+
+
+def test_hls_playlist_over_http(tmp_path):
+    hls = tmp_path / "hls"
+    hls.mkdir()
+    port = free_port()
+    segmenter = ffmpeg_sender(["-f", "hls", "-hls_time", "1", "-hls_list_size", "0", str(hls / "live.m3u8")])
+    web = Proc([sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(hls), str(port)])
+    try:
+        # until the playlist exists and the web server listens (404 / refused: SourceUnavailable)
+        with open_when_listening(f"http://127.0.0.1:{port}/live.m3u8", open_timeout_s=5) as src:
+            assert (src.width, src.height) == CLIP_SIZE
+            frames = take(src, 20)
+    finally:
+        segmenter.stop()
+        web.stop()
+    assert len(frames) == 20
     assert_ordered(frames)
 
 
@@ -254,16 +273,47 @@ def silent_listener() -> socket.socket:
     return s
 
 
-@pytest.mark.parametrize("scheme", ["rtsp", "http", "tcp"])
+@pytest.mark.parametrize("scheme", ["rtsp", "http", "tcp", "udp"])
 def test_url_that_does_not_answer_fails_within_the_open_timeout(scheme):
-    with silent_listener() as s:
-        url = f"{scheme}://127.0.0.1:{s.getsockname()[1]}/x"
+    with silent_listener() as s:  # udp: nothing sends to the port
+        port = free_port(socket.SOCK_DGRAM) if scheme == "udp" else s.getsockname()[1]
+        url = f"{scheme}://127.0.0.1:{port}" + ("" if scheme == "udp" else "/x")
         t0 = time.monotonic()
         with pytest.raises(SourceUnavailable) as err:
             open_live(url, open_timeout_s=1.5, read_timeout_s=1.5)
         assert time.monotonic() - t0 < 1.5 + 1.0
     assert err.value.exit_code == 6 and "\n" not in str(err.value)
     assert f"{url} does not answer" in str(err.value) and "--open-timeout" in str(err.value)
+
+
+def pyav_has_protocol(scheme: str) -> bool:
+    import av
+
+    try:
+        av.open(f"{scheme}://127.0.0.1:{free_port()}", timeout=(0.5, 0.5)).close()
+    except av.error.ProtocolNotFoundError:
+        return False
+    except Exception:  # noqa: BLE001 (refused, timed out: the protocol is there)
+        pass
+    return True
+
+
+def test_srt_streams_or_names_the_missing_protocol():
+    port = free_port(socket.SOCK_DGRAM)
+    url = f"srt://127.0.0.1:{port}"
+    if not pyav_has_protocol("srt"):  # PyPI's PyAV wheels are built without libsrt
+        with pytest.raises(EnvironmentMissing, match="this FFmpeg build cannot read srt://") as err:
+            open_live(url)
+        assert err.value.exit_code == 5 and "\n" not in str(err.value)
+        return
+    sender = ffmpeg_sender(["-f", "mpegts", f"{url}?mode=listener"], loops=2)
+    try:
+        with open_when_listening(url, open_timeout_s=5) as src:
+            frames = take(src, 20)
+    finally:
+        sender.stop()
+    assert len(frames) == 20
+    assert_ordered(frames)
 
 
 def test_url_refused_fails_at_once_without_credentials_in_the_message():

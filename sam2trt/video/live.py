@@ -33,6 +33,8 @@ from .live_open import (DEFAULT_OPEN_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S, OpenSpec
 DEFAULT_RECONNECT = 5
 """Reconnect attempts in a row before giving up (``--reconnect``)."""
 DEFAULT_BACKOFF_S = (0.5, 8.0)
+MAX_INVALID_IN_A_ROW = 10
+"""Unreadable packets in a row (no frame decoded between them) that count as a lost stream."""
 
 _LOG = logging.getLogger("sam2trt.live")
 
@@ -135,7 +137,7 @@ class _Timeline:
 
     def stamp(self, pts: int | None, time_base, received_s: float) -> float:
         if pts is None or time_base is None:
-            t = 0.0 if self.last is None else self.last[0] + max(received_s - self.last[1], 0.0)
+            t = 0.0 if self.last is None else self.last[0] + max(received_s - self.last[1], 1e-6)
         else:
             seconds = float(pts * time_base)
             if self.offset is None or (self.last is not None and seconds - self.offset < self.last[0]):
@@ -232,28 +234,49 @@ class LiveSource:
             self._box.finish(error or self._box.error)
 
     def _pump(self, container, stream) -> str | None:
-        """Decode until the end (``None``), the stop event (``None``) or a loss (its one-line reason)."""
+        """Decode until the end (``None``), the stop event (``None``) or a loss (its one-line reason).
+
+        Invalid data (a corrupt packet, a damaged MJPEG boundary) is counted in
+        ``decode_errors`` and reading goes on; :data:`MAX_INVALID_IN_A_ROW` of
+        them without a frame in between count as a loss.
+        """
         import av
 
         start = None  # (stream seconds, monotonic) of this connection's first frame, for --realtime
-        try:
-            for packet in container.demux(stream):
-                if self._stop.is_set():
-                    return None
-                try:
-                    frames = packet.decode()
-                except (av.error.InvalidDataError, av.error.UndefinedError):
-                    with self._box.cond:
-                        self._box.stats.decode_errors += 1
-                    continue
-                for frame in frames:
-                    start = self._pace(frame, start)
+        invalid = 0
+        while True:
+            try:
+                for packet in container.demux(stream):
                     if self._stop.is_set():
                         return None
-                    self._deliver(frame)
-        except (OSError, av.FFmpegError, EOFError) as exc:
-            return failure_reason(exc, self._timeouts[1])
+                    for frame in self._decode(packet):
+                        invalid = 0
+                        start = self._pace(frame, start)
+                        if self._stop.is_set():
+                            return None
+                        self._deliver(frame)
+                break
+            except av.error.InvalidDataError as exc:
+                self._count_decode_error()
+                invalid += 1
+                if invalid >= MAX_INVALID_IN_A_ROW:
+                    return failure_reason(exc)
+            except (OSError, av.FFmpegError, EOFError) as exc:
+                return failure_reason(exc, self._timeouts[1])
         return None if self._end_on_eof else "end of stream"
+
+    def _decode(self, packet) -> list:
+        import av
+
+        try:
+            return packet.decode()
+        except (av.error.InvalidDataError, av.error.UndefinedError):
+            self._count_decode_error()
+            return []
+
+    def _count_decode_error(self) -> None:
+        with self._box.cond:
+            self._box.stats.decode_errors += 1
 
     def _pace(self, frame, start):
         """With ``realtime``, wait until ``frame`` is due by its timestamp (as a camera would deliver it)."""
@@ -293,7 +316,7 @@ class LiveSource:
                 opened = open_input(self.source, self._spec, open_timeout_s=self._timeouts[0],
                                     read_timeout_s=self._timeouts[1])
             except Exception as exc:  # the one-line open error; try again
-                reason = str(exc)
+                reason = failure_reason(exc.__cause__ or exc, self._timeouts[0])
                 continue
             with self._box.cond:
                 self._box.stats.reconnects += 1

@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..errors import InputError, RuntimeFailure, UsageError
+from ..errors import EnvironmentMissing, InputError, RuntimeFailure, UsageError
 from .writers import DEFAULT_CRF, OverlayVideoWriter, add_video_stream, check_video_encoder, encode_rgb
 
 OutputKind = Literal["file", "url", "stdout"]
@@ -70,6 +70,7 @@ class StreamVideoWriter:
 
     Raises :class:`UsageError` for an unsupported scheme, :class:`InputError`
     (exit 3) when the stream cannot be opened (no server, no encoder),
+    :class:`EnvironmentMissing` (exit 5) when this FFmpeg lacks the protocol (PyPI's PyAV has no SRT),
     :class:`RuntimeFailure` (exit 4) when a write fails (server gone, stdout
     closed), ``ValueError`` for a frame of the wrong shape or dtype.
     """
@@ -101,7 +102,12 @@ class StreamVideoWriter:
             self.abort()
             raise self._open_failed(exc) from exc
 
-    def _open_failed(self, exc: BaseException) -> InputError:
+    def _open_failed(self, exc: BaseException) -> InputError | EnvironmentMissing:
+        import av
+
+        if isinstance(exc, av.error.ProtocolNotFoundError):
+            return EnvironmentMissing(f"this FFmpeg build cannot write {self.target.split('://')[0]}:// ({exc}): "
+                                      "use udp:// or tcp://, or a PyAV whose FFmpeg has the protocol")
         return InputError(f"cannot open output stream {self.target} ({exc}): check the URL and that the "
                           "server (RTSP/RTMP/SRT/TCP) is up")
 
