@@ -91,6 +91,9 @@ class _Mailbox:
     def put(self, frame: LiveFrame) -> None:
         with self.cond:
             self.stats.frames_received += 1
+            if self.done:  # closed while the reader was blocked: never to be taken
+                self.stats.frames_dropped += 1
+                return
             if self.slot is not None:
                 self.stats.frames_dropped += 1
             self.slot = frame

@@ -197,7 +197,8 @@ def open_input(source: str, spec: OpenSpec, *, open_timeout_s: float = DEFAULT_O
 
     ``open_timeout_s`` bounds connecting and probing, ``read_timeout_s`` each
     later read (seconds; PyAV's interrupt callback). Raises the error of
-    :func:`open_error`, or :class:`InputError` when the source has no video stream.
+    :func:`open_error`, or :class:`InputError` when the source has no video
+    stream or no frame size.
     """
     import av
 
@@ -212,5 +213,9 @@ def open_input(source: str, spec: OpenSpec, *, open_timeout_s: float = DEFAULT_O
         container.close()
         raise InputError(f"{describe(source)} has no video stream: pass a source with video")
     stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
+    if not (stream.codec_context.width > 0 and stream.codec_context.height > 0):
+        container.close()
+        raise InputError(f"{describe(source)} gives no frame size after probing: check the stream, or raise "
+                         "--open-timeout so that FFmpeg sees a whole frame")
+    stream.thread_type = "SLICE"  # frame threads would hold back one frame per thread: latency
     return container, stream
