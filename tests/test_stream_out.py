@@ -173,6 +173,8 @@ def test_fragmented_file_closes_to_every_frame(tmp_path):
 
 
 def test_open_video_output_live_file_is_in_place_and_fragmented(tmp_path):
+    (tmp_path / "elsewhere.mp4").write_bytes(b"keep")
+    (tmp_path / "a.mp4").symlink_to(tmp_path / "elsewhere.mp4")  # replaced, never written through
     live = open_video_output(tmp_path / "a.mp4", 64, 48, 10, live=True)
     batch = open_video_output(tmp_path / "b.mp4", 64, 48, 10, live=False)
     try:
@@ -184,3 +186,4 @@ def test_open_video_output_live_file_is_in_place_and_fragmented(tmp_path):
     finally:
         batch.abort()
     assert len(decode_all(str(tmp_path / "a.mp4"))) == 1 and not (tmp_path / "b.mp4").exists()
+    assert not (tmp_path / "a.mp4").is_symlink() and (tmp_path / "elsewhere.mp4").read_bytes() == b"keep"

@@ -225,7 +225,9 @@ class OverlayVideoWriter(_ClosedOnExit):
     x264 ``zerolatency``), flushed fragment by fragment. ``in_place``: write
     straight to ``path`` instead of a temporary (live runs: with
     ``fragmented``, a process killed even by SIGKILL leaves ``path`` playable
-    up to its last fragment; ``abort()`` then still deletes it).
+    up to its last fragment). An earlier file at ``path`` is then replaced at
+    once (a symlink there is replaced, not followed), and ``abort()`` deletes
+    ``path``: a live run that stops early should ``close()`` to keep it.
 
     ``write(rgb)`` appends a ``(height, width, 3)`` uint8 frame. ``close()``
     flushes the encoder, finalises the container and renames it onto ``path``;
@@ -277,8 +279,11 @@ class OverlayVideoWriter(_ClosedOnExit):
     def _open_file(self) -> None:
         if self.in_place:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.is_symlink():  # replace a link itself, never the file it points to (as publish does)
+                self.path.unlink()
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
             self.tmp_path = self.path
-            self._file = open(self.path, "w+b", buffering=0)  # unbuffered: each fragment reaches the file
+            self._file = os.fdopen(fd, "w+b", buffering=0)  # unbuffered: each fragment reaches the file
         else:
             fd, self.tmp_path = create_temp(self.path)
             self._file = os.fdopen(fd, "w+b")
