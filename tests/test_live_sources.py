@@ -354,3 +354,31 @@ def test_close_stops_the_reader_promptly():
     assert list(src) == []  # closed: iteration ends
     stats = src.stats
     assert stats.frames_received == stats.frames_taken + stats.frames_dropped
+
+
+def test_named_pipe_is_read_live(tmp_path):
+    fifo = tmp_path / "in.ts"
+    os.mkfifo(fifo)
+    feed = ffmpeg_sender(["-f", "mpegts", "-y", str(fifo)])  # blocks on open until the reader opens the FIFO
+    try:
+        assert classify_source(str(fifo)) == "file" and is_live(str(fifo))
+        with open_live(str(fifo), open_timeout_s=5) as src:
+            frames = take(src, 1000, deadline_s=20)  # a pipe ends at end of file
+            stats = src.stats
+    finally:
+        feed.stop()
+    assert stats.frames_received == CLIP_FRAMES and stats.frames_taken == len(frames)
+    assert_ordered(frames)
+
+
+def test_stdin_that_is_not_a_video_is_input_error(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a video\n" * 1000)
+    code = ("from sam2trt.errors import Sam2TrtError\nfrom sam2trt.video.live import open_live\n"
+            "try:\n    open_live('-', open_timeout_s=3)\nexcept Sam2TrtError as e:\n    print(e.exit_code, e)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    with open(text, "rb") as stdin:
+        run = subprocess.run([sys.executable, "-c", code], stdin=stdin, capture_output=True, text=True,
+                             timeout=30, env=env)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("3 stdin is not a readable video (") and run.stdout.count("\n") == 1
