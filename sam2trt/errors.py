@@ -46,6 +46,24 @@ class EnvironmentMissing(Sam2TrtError):
     exit_code = 5
 
 
+class SourceUnavailable(Sam2TrtError):
+    """A live source (URL, camera, pipe) that did not answer within the open timeout (exit 6).
+
+    Distinct from :class:`InputError` (3): the command line may be right and the
+    source only down for now, so a supervisor can retry later.
+    """
+
+    exit_code = 6
+
+
+class StreamLost(SourceUnavailable):
+    """A live source lost mid-run and not regained within ``--reconnect`` attempts (exit 6).
+
+    Raised after every frame received before the loss was delivered, so the
+    outputs are valid up to then.
+    """
+
+
 class Interrupted(Sam2TrtError):
     """SIGINT / SIGTERM received; outputs were closed cleanly up to the last frame (exit 130)."""
 

@@ -63,6 +63,8 @@ def jsonl_record(result: "FrameResult") -> dict:
 class VideoSink:
     """``--out``: the input frames with each object tinted and outlined (:func:`overlay_masks`), H.264.
 
+    Built from a file path, or with :meth:`for_writer` over any video writer (stream outputs).
+
     ``width``/``height`` in pixels, ``fps`` frames/second, ``crf``/``preset`` as
     :class:`~sam2trt.video.writers.OverlayVideoWriter`.
     """
@@ -71,6 +73,14 @@ class VideoSink:
                  crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET):
         self.writer = OverlayVideoWriter(path, width, height, fps, crf=crf, preset=preset)
         self._ended = False
+
+    @classmethod
+    def for_writer(cls, writer) -> "VideoSink":
+        """The sink over an already open writer with ``write(rgb)``/``close()``/``abort()``: e.g. what
+        :func:`sam2trt.video.stream_out.open_video_output` returns (a stream URL, a fragmented live MP4)."""
+        sink = cls.__new__(cls)
+        sink.writer, sink._ended = writer, False
+        return sink
 
     def write(self, frame_idx: int, frame: np.ndarray | None, result: "FrameResult | None") -> None:
         if frame is None:  # no picture for this frame (see the module docstring): the video ends before it

@@ -139,6 +139,72 @@ class _ClosedOnExit:
             self.close()
 
 
+FRAGMENT_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
+"""``movflags`` of a fragmented MP4/MOV: an empty ``moov`` up front, then one ``moof`` + ``mdat`` per keyframe.
+
+A reader needs no index at the end, so a file cut off anywhere (process
+killed, even with SIGKILL) plays up to its last complete fragment.
+"""
+
+
+def add_video_stream(container, width: int, height: int, rate: Fraction, *, crf: int = DEFAULT_CRF,
+                     preset: str = DEFAULT_PRESET, low_latency: bool = False, reopen=None):
+    """Add and open the best available video encoder stream on the output ``container``.
+
+    Tries :func:`_encoders` in order: libx264 (yuv420p, ``crf``, ``preset``), the
+    build's "h264", mpeg4 (qscale 2); BT.709 limited range. ``width``/``height``
+    in pixels, ``rate`` frames/second. ``low_latency``: no B-frames, x264
+    ``tune=zerolatency`` (no lookahead delay) and a keyframe every second, as a
+    live stream or a fragmented file needs. ``reopen``: ``() -> container``
+    called after an encoder failed to open (a failed stream cannot be
+    removed); without it the first failure is final. Returns the stream;
+    raises :class:`InputError` when no encoder works.
+    """
+    failures = []
+    for name in _encoders(width, height):
+        try:
+            stream = container.add_stream(name, rate=rate)
+        except (av.FFmpegError, ValueError, av.codec.codec.UnknownCodecError) as exc:
+            failures.append(f"{name}: {exc}")
+            continue
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        cc = stream.codec_context
+        if cc.name == "libx264":
+            stream.options = {"crf": str(crf), "preset": preset, **({"tune": "zerolatency"} if low_latency else {})}
+        elif cc.name == "mpeg4":
+            cc.qscale = 2
+        if low_latency:
+            cc.gop_size = max(1, round(float(rate)))
+            cc.max_b_frames = 0
+        cc.colorspace = cc.color_primaries = cc.color_trc = 1  # BT.709, as encode_rgb() converts
+        cc.color_range = 1  # limited ("MPEG") range
+        try:
+            cc.open()
+            return stream
+        except av.FFmpegError as exc:
+            failures.append(f"{name}: {exc}")
+            if reopen is None:
+                break
+            container = reopen()
+    raise InputError(f"no video encoder works for {width}x{height} frames ({'; '.join(failures)}): "
+                     "use a .mp4 or .mkv output, or install PyAV from PyPI (it ships libx264)")
+
+
+def encode_rgb(stream, rgb: np.ndarray, pts: int) -> list:
+    """Encode one ``(height, width, 3)`` uint8 RGB frame at ``pts`` (in frames); returns the packets to mux.
+
+    The frame is converted to limited-range BT.709 yuv420p. Raises ``ValueError``
+    for a frame of another shape or dtype.
+    """
+    if rgb.shape != (stream.height, stream.width, 3) or rgb.dtype != np.uint8:
+        raise ValueError(f"frame must be ({stream.height}, {stream.width}, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    frame = frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709)
+    frame.pts = pts
+    frame.time_base = stream.codec_context.time_base
+    return stream.encode(frame)
+
+
 class OverlayVideoWriter(_ClosedOnExit):
     """Encode RGB frames into a video file, made visible at ``path`` on :meth:`close`.
 
@@ -150,11 +216,18 @@ class OverlayVideoWriter(_ClosedOnExit):
     ``crf``/``preset``: libx264's constant rate factor (0-51, lower is better;
     default 18) and speed preset (:data:`X264_PRESETS`, default "fast").
 
-    Codec: libx264 (yuv420p, ``crf``, ``preset``) when this PyAV build has it, else the
-    build's "h264" encoder, else mpeg4 (qscale 2); frames are converted to
-    limited-range BT.709 YUV and tagged so. An odd width or
-    height cannot be H.264 yuv420p, so such sizes are encoded with mpeg4 yuv420p,
-    which allows odd sizes and plays in common players.
+    Codec: see :func:`add_video_stream` (libx264, else "h264", else mpeg4; an odd
+    width or height cannot be H.264 yuv420p, so such sizes are encoded with
+    mpeg4 yuv420p, which allows odd sizes and plays in common players).
+
+    ``fragmented`` (MP4/MOV only): write a fragmented file
+    (:data:`FRAGMENT_MOVFLAGS`, a keyframe and a fragment every second,
+    x264 ``zerolatency``), flushed fragment by fragment. ``in_place``: write
+    straight to ``path`` instead of a temporary (live runs: with
+    ``fragmented``, a process killed even by SIGKILL leaves ``path`` playable
+    up to its last fragment). An earlier file at ``path`` is then replaced at
+    once (a symlink there is replaced, not followed), and ``abort()`` deletes
+    ``path``: a live run that stops early should ``close()`` to keep it.
 
     ``write(rgb)`` appends a ``(height, width, 3)`` uint8 frame. ``close()``
     flushes the encoder, finalises the container and renames it onto ``path``;
@@ -171,7 +244,8 @@ class OverlayVideoWriter(_ClosedOnExit):
     """
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float, *,
-                 crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET):
+                 crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET, fragmented: bool = False,
+                 in_place: bool = False):
         if width <= 0 or height <= 0 or not fps > 0:
             raise ValueError(f"need positive width, height and fps, got {width}x{height} at {fps} fps")
         self.path = Path(path)
@@ -181,68 +255,56 @@ class OverlayVideoWriter(_ClosedOnExit):
         self._format = VIDEO_FORMATS.get(self.path.suffix.lower())
         if self._format is None:
             check_video_encoder(self.path, width, height)  # raises UsageError
+        self.fragmented = bool(fragmented) and self._format in ("mp4", "mov")
+        self.in_place = bool(in_place)
         self.tmp_path: Path | None = None
         self._file = None
         self._container = None
         rate = Fraction(fps).limit_denominator(1001)
         try:
-            fd, self.tmp_path = create_temp(self.path)
-            self._file = os.fdopen(fd, "w+b")
-            self._container = av.open(self._file, mode="w", format=self._format)
+            self._open_file()
+            self._container = self._open_container()
         except (OSError, ValueError) as exc:  # av.FFmpegError is an OSError
             self.abort()
             raise InputError(
                 f"cannot create video {self.path} ({exc}): use a writable folder and a .mp4/.mkv/.avi name"
             ) from exc
         try:
-            self._stream = self._add_stream(rate)
+            self._stream = add_video_stream(self._container, self.width, self.height, rate, crf=self.crf,
+                                            preset=self.preset, low_latency=self.fragmented, reopen=self._reopen)
         except BaseException:
             self.abort()
             raise
 
-    def _reopen(self) -> None:
-        """Start the container over in the same temporary file (a stream that failed to open cannot be removed)."""
+    def _open_file(self) -> None:
+        if self.in_place:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.is_symlink():  # replace a link itself, never the file it points to (as publish does)
+                self.path.unlink()
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
+            self.tmp_path = self.path
+            self._file = os.fdopen(fd, "w+b", buffering=0)  # unbuffered: each fragment reaches the file
+        else:
+            fd, self.tmp_path = create_temp(self.path)
+            self._file = os.fdopen(fd, "w+b")
+
+    def _open_container(self):
+        options = {"movflags": FRAGMENT_MOVFLAGS, "flush_packets": "1"} if self.fragmented else {}
+        return av.open(self._file, mode="w", format=self._format, options=options)
+
+    def _reopen(self):
+        """Start the container over in the same file (a stream that failed to open cannot be removed)."""
         self._container.close()
         self._file.seek(0)
         self._file.truncate()
-        self._container = av.open(self._file, mode="w", format=self._format)
-
-    def _add_stream(self, rate: Fraction) -> "av.video.stream.VideoStream":
-        failures = []
-        for name in _encoders(self.width, self.height):
-            try:
-                stream = self._container.add_stream(name, rate=rate)
-            except (av.FFmpegError, ValueError, av.codec.codec.UnknownCodecError) as exc:
-                failures.append(f"{name}: {exc}")
-                continue
-            stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
-            cc = stream.codec_context
-            if cc.name == "libx264":
-                stream.options = {"crf": str(self.crf), "preset": self.preset}
-            elif cc.name == "mpeg4":
-                cc.qscale = 2
-            cc.colorspace = cc.color_primaries = cc.color_trc = 1  # BT.709, as write() converts
-            cc.color_range = 1  # limited ("MPEG") range
-            try:
-                cc.open()
-                return stream
-            except av.FFmpegError as exc:
-                failures.append(f"{name}: {exc}")
-                self._reopen()
-        raise InputError(
-            f"no video encoder works for {self.path} ({'; '.join(failures)}): use a .mp4 or .mkv output name"
-        )
+        self._container = self._open_container()
+        return self._container
 
     def write(self, rgb: np.ndarray) -> None:
         """Append one ``(height, width, 3)`` uint8 RGB frame (frame index = frames written so far)."""
-        if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
-            raise ValueError(f"frame must be ({self.height}, {self.width}, 3) uint8, got {rgb.shape} {rgb.dtype}")
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        frame = frame.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709)
-        frame.pts = self.frames_written
-        frame.time_base = self._stream.codec_context.time_base
+        packets = encode_rgb(self._stream, rgb, self.frames_written)
         with writing(self.path):
-            self._container.mux(self._stream.encode(frame))
+            self._container.mux(packets)
         self.frames_written += 1
 
     def close(self) -> None:
@@ -259,13 +321,14 @@ class OverlayVideoWriter(_ClosedOnExit):
                 self._container = None
                 self._file.close()
                 self._file = None
-                publish(self.tmp_path, self.path)
+                if not self.in_place:
+                    publish(self.tmp_path, self.path)
         except BaseException:
             self.abort()
             raise
 
     def abort(self) -> None:
-        """Close without finalising and delete the temporary file; ``path`` is left untouched."""
+        """Close without finalising and delete the temporary file (``in_place``: the file); ``path`` untouched."""
         container, self._container = self._container, None
         if container is not None:
             with contextlib.suppress(Exception):
