@@ -200,6 +200,27 @@ def test_matches_the_official_code_on_the_fixture():
     assert [o.obj_id for o in report.videos[0].objects] == [1, 3]
 
 
+def test_matches_the_official_evaluation_script_in_the_davis_layout():
+    """DAVISEvaluation (semi-supervised) on davis/: the same per-object rows; its global row differs only by id 2.
+
+    The official script takes objects 1..max id of the first ground-truth frame, so the unused id 2
+    is an object there (empty everywhere: J = F = 1); here only ids that occur are objects.
+    """
+    ref = json.loads((FIXTURE / "official.json").read_text())["evaluation"]
+    davis = FIXTURE / "davis"
+    report = evaluate(davis / "results", davis / "Annotations" / "480p", void_as_background=True)
+    assert [v.name for v in report.videos] == ["clip"] and [o.obj_id for o in report.videos[0].objects] == [1, 3]
+    for obj, row in zip(report.videos[0].objects, (0, 2)):
+        s = obj.summary()
+        for measure, values in ref["per_object"].items():
+            assert s[measure] == pytest.approx(values[row], abs=1e-12), (obj.obj_id, measure)
+    assert ref["per_object"]["J-Mean"][1] == 1.0 and ref["per_object"]["F-Mean"][1] == 1.0  # the unused id 2
+    ours = report.summary()
+    for measure, value in ref["global"].items():
+        with_id2 = (2 * ours[measure] + (1.0 if measure.endswith(("Mean", "Recall")) else 0.0)) / 3
+        assert with_id2 == pytest.approx(value, abs=1e-12), measure
+
+
 def test_png_and_coco_give_the_same_numbers(tmp_path):
     gt_maps, pred_maps = fixture_maps("gt"), fixture_maps("pred")
     write_pngs(tmp_path / "pred_png", pred_maps)
