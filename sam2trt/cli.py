@@ -21,6 +21,7 @@ import typer
 from sam2trt import platform
 from sam2trt.batch import plan_jobs, run_batch
 from sam2trt.bench import HOST_OUTPUTS, format_bench, format_host_only, run_bench, run_host_only, synthetic_clip
+from sam2trt.cli_quality import eval_command, verify_command
 from sam2trt.cluster import DEFAULT_RETRIES, run_on_ray
 from sam2trt.engine.build import build_engines as _build
 from sam2trt.engine.compat import describe_engines
@@ -29,12 +30,10 @@ from sam2trt.export.checkpoints import download_checkpoint
 from sam2trt.export.exporter import CONFIGS, build_model, export_model
 from sam2trt.fileio import sha256_file
 from sam2trt.fp16 import write_all_fp16
-from sam2trt.metrics.evaluate import evaluate
-from sam2trt.metrics.report import report_csv, report_json, report_table
 from sam2trt.model_spec import load_model_spec
 from sam2trt.runtime.null_backend import host_only_spec
 from sam2trt.runtime.openvino_backend import doctor_lines as openvino_doctor_lines
-from sam2trt.runtime.select import check_precision, choose_backend, open_runners
+from sam2trt.runtime.select import check_precision, check_threads, choose_backend, open_runners
 from sam2trt.signals import signal_guard
 from sam2trt.video.writers import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
 
@@ -335,54 +334,9 @@ def bench(
     print(json.dumps(result) if as_json else format_bench(result))
 
 
-# ----------------------------------------------------------------------------- eval
-@app.command("eval")
-def eval_command(
-    pred: pathlib.Path = typer.Argument(..., metavar="PRED", help="results: a folder of indexed PNGs (track "
-                                        "--masks-dir), a COCO RLE .json (track --coco), or a folder of sequences"),
-    gt: pathlib.Path = typer.Argument(..., metavar="GT", help="ground truth in the same forms (the DAVIS "
-                                      "Annotations/480p/<sequence> layout, 255 = void)"),
-    all_frames: bool = typer.Option(False, "--all-frames", help="count every frame (parity); default: leave out "
-                                    "the first and the last frame (DAVIS semi-supervised)"),
-    void_as_background: bool = typer.Option(False, "--void-as-background", help="count void (255) ground-truth "
-                                            "pixels as background, as the official semi-supervised script does"),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of a table"),
-    as_csv: bool = typer.Option(False, "--csv", help="print CSV rows (per object, per video, global) instead of a table"),
-):
-    """DAVIS 2017 J&F of PRED against GT: J, F (Mean, Recall, Decay) and J&F-Mean per object, per video and overall.
-
-    Always recomputed from the masks (no results file is read or written).
-    Exit 2: --json with --csv; exit 3: a missing or unreadable file, missing
-    frames, frames of different sizes, or result ids the ground truth lacks (docs/eval.md).
-    """
-    if as_json and as_csv:
-        raise UsageError("--json and --csv both given: choose one output form")
-    report = evaluate(pred, gt, all_frames=all_frames, void_as_background=void_as_background)
-    if as_json:
-        print(json.dumps(report_json(report)))
-    elif as_csv:
-        print(report_csv(report), end="")
-    else:
-        from rich.console import Console
-
-        Console().print(report_table(report))
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask), at least 1."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def check_threads(threads: int | None) -> None:
-    """``--threads`` must be 1..usable_cores(); raises :class:`UsageError` naming the limit."""
-    if threads is None:
-        return
-    limit = usable_cores()
-    if not 1 <= threads <= limit:
-        raise UsageError(f"--threads {threads} is out of range: use 1..{limit} (the cores available here)")
+# ------------------------------------------------------------------- eval, verify
+app.command("eval")(eval_command)  # DAVIS 2017 J&F of two results (sam2trt/cli_quality.py)
+app.command("verify")(verify_command)  # a backend/precision against ONNX Runtime fp32 (sam2trt/cli_quality.py)
 
 
 class _progress:

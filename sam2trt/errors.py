@@ -46,6 +46,12 @@ class EnvironmentMissing(Sam2TrtError):
     exit_code = 5
 
 
+class BelowThreshold(Sam2TrtError):
+    """``verify``: the tested backend's J&F against the fp32 reference is below ``--min-jf`` (exit 6)."""
+
+    exit_code = 6
+
+
 class Interrupted(Sam2TrtError):
     """SIGINT / SIGTERM received; outputs were closed cleanly up to the last frame (exit 130)."""
 

@@ -141,7 +141,7 @@ def _coco_file(path: Path) -> MaskSequence:
             if int(ann["image_id"]) not in frame_of:
                 raise InputError(f"{path}: annotation {n} names image_id {ann['image_id']}, which no image has: "
                                  "give a complete COCO results file")
-            per_frame[frame_of[int(ann["image_id"])]][int(ann.get("track_id", ann.get("id")))] = ann["segmentation"]
+            per_frame[frame_of[int(ann["image_id"])]][int(ann["track_id"])] = ann["segmentation"]
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{path} is not a COCO results file ({type(exc).__name__}: {exc}): "
                          "give the JSON written by `sam2trt track --coco`") from None
