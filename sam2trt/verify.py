@@ -118,7 +118,8 @@ def verify(spec: ModelSpec, video: str, prompts: list[ObjectPrompt], *, backend:
         backend, precision: the run under test (:func:`check_verify_precision`).
         frames: frames tracked by each run (>= 1).
         threads: CPU threads of ONNX Runtime / OpenVINO.
-        log: called with a line as each run starts.
+        log: called with a line as each run starts and once its runners are open (the backend's reason,
+            e.g. the precision OpenVINO ``auto`` resolved to).
         open_run: ``(spec, backend, precision, threads) -> context manager of ModuleRunners``
             (default :func:`open_run_runners`; tests pass stand-ins).
 
@@ -143,6 +144,8 @@ def verify(spec: ModelSpec, video: str, prompts: list[ObjectPrompt], *, backend:
                            direction="forward", input_files=(str(video),))
             t0 = time.perf_counter()
             with open_run(spec, run_backend, run_precision, threads) as runners:
+                if log:
+                    log(f"verify: {name} on {runners.backend} ({runners.reason})")
                 summary = run_track(job, spec, runners)  # raises on failure
             seconds[name] = time.perf_counter() - t0
         report = evaluate(Path(tmp) / "tested.json", Path(tmp) / "reference.json", all_frames=True)
