@@ -1,8 +1,9 @@
 """``sam2trt verify``: is a backend and precision faithful to the fp32 reference on this machine?
 
 Tracks the same prompts over the same frames twice with
-:func:`sam2trt.pipeline.run_track`: once with the reference, ONNX Runtime
-fp32 on the CPU, and once with the backend and precision under test; both
+:func:`sam2trt.pipeline.run_track`: first with the backend and precision
+under test (so one that cannot run here fails at once), then with the
+reference, ONNX Runtime fp32 on the CPU; both
 write COCO RLE results (:mod:`sam2trt.video.coco`) to a temporary folder,
 removed afterwards. The masks under test are then scored against the
 reference's as ground truth with DAVIS 2017 J&F over every frame
@@ -134,7 +135,8 @@ def verify(spec: ModelSpec, video: str, prompts: list[ObjectPrompt], *, backend:
     built = (read_engines_meta(spec) or {}).get("precision") if backend == "tensorrt" else None
     precision = check_verify_precision(backend, precision, built)
     open_run = open_run or open_run_runners
-    runs = {"reference": ("onnxruntime", "fp32"), "tested": (backend, precision)}
+    # the run under test first: a backend that cannot run here fails before the slow CPU reference
+    runs = {"tested": (backend, precision), "reference": ("onnxruntime", "fp32")}
     seconds = {}
     with tempfile.TemporaryDirectory(prefix="sam2trt-verify-") as tmp:
         for name, (run_backend, run_precision) in runs.items():

@@ -17,7 +17,7 @@ import pytest
 import sam2trt.cli_quality
 import sam2trt.verify
 from sam2trt.cli import main
-from sam2trt.errors import UsageError
+from sam2trt.errors import EnvironmentMissing, UsageError
 from sam2trt.runtime.base import ModuleRunners
 from sam2trt.runtime.null_backend import host_only_spec, open_null_runners, write_host_only_model
 from sam2trt.tracker import ObjectPrompt
@@ -82,6 +82,22 @@ def test_a_shifted_object_is_named_as_the_worst():
     assert d["worst"]["frame"] == int(np.argmin(objects[2].j)) and 0 < d["worst"]["J"] < 0.9
     assert d["J&F-Mean"] < 1.0
     assert f"worst IoU {d['worst']['J']:.5f} at frame {d['worst']['frame']} object 2" in result.line()
+
+
+def test_a_backend_that_cannot_run_fails_before_the_reference_run():
+    opened = []
+
+    @contextlib.contextmanager
+    def open_run(spec, backend, precision, threads=None):
+        opened.append((backend, precision))
+        if backend == "tensorrt":
+            raise EnvironmentMissing("TensorRT is not installed: install the trt extra")
+        with open_null_runners(spec) as null:
+            yield null
+
+    with pytest.raises(EnvironmentMissing):
+        verify(host_only_spec(), str(DATA / "vtest16"), PROMPTS, backend="tensorrt", frames=2, open_run=open_run)
+    assert opened == [("tensorrt", "fp16")]  # the CPU reference never started
 
 
 @pytest.fixture()
