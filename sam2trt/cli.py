@@ -22,6 +22,7 @@ from sam2trt import platform
 from sam2trt.batch import plan_jobs, run_batch
 from sam2trt.bench import HOST_OUTPUTS, format_bench, format_host_only, run_bench, run_host_only, synthetic_clip
 from sam2trt.cli_help import APP_EPILOG, EXAMPLES, HelpCommand, HelpGroup
+from sam2trt.cli_quality import eval_command, verify_command
 from sam2trt.cluster import DEFAULT_RETRIES, run_on_ray
 from sam2trt.engine.build import build_engines as _build
 from sam2trt.engine.compat import describe_engines
@@ -33,7 +34,7 @@ from sam2trt.fp16 import write_all_fp16
 from sam2trt.model_spec import load_model_spec
 from sam2trt.runtime.null_backend import host_only_spec
 from sam2trt.runtime.openvino_backend import doctor_lines as openvino_doctor_lines
-from sam2trt.runtime.select import check_precision, choose_backend, open_runners
+from sam2trt.runtime.select import check_precision, check_threads, choose_backend, open_runners
 from sam2trt.signals import signal_guard
 from sam2trt.video.writers import DEFAULT_CRF, DEFAULT_PRESET, X264_PRESETS
 
@@ -342,21 +343,9 @@ def bench(
     print(json.dumps(result) if as_json else format_bench(result))
 
 
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask), at least 1."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def check_threads(threads: int | None) -> None:
-    """``--threads`` must be 1..usable_cores(); raises :class:`UsageError` naming the limit."""
-    if threads is None:
-        return
-    limit = usable_cores()
-    if not 1 <= threads <= limit:
-        raise UsageError(f"--threads {threads} is out of range: use 1..{limit} (the cores available here)")
+# ------------------------------------------------------------------- eval, verify
+app.command("eval", cls=HelpCommand, epilog=EXAMPLES["eval"])(eval_command)  # DAVIS 2017 J&F (cli_quality.py)
+app.command("verify", cls=HelpCommand, epilog=EXAMPLES["verify"])(verify_command)  # against ONNX Runtime fp32
 
 
 class _progress:

@@ -109,4 +109,11 @@ EXAMPLES = {
         "sam2trt bench --model engines/sam2.1_hiera_t --frames 20 --objects 4",
         "sam2trt bench --model engines/sam2.1_hiera_t --backend openvino \\\n--precision bf16 --json",
         "sam2trt bench --host-only --video video.mp4 \\\n--outputs out,json,masks_dir,coco --direction both"),
+    "eval": examples(
+        "sam2trt eval masks/ DAVIS/Annotations/480p/bike-packing",
+        "sam2trt eval track.coco.json reference.coco.json --all-frames --json",
+        "sam2trt eval results/ DAVIS/Annotations/480p --csv"),
+    "verify": examples(
+        "sam2trt verify engines/sam2.1_hiera_t video.mp4 --box 250,215,36,97 \\\n--backend onnxruntime --precision fp16",
+        "sam2trt verify engines/sam2.1_hiera_t video.mp4 --box 250,215,36,97 \\\n--backend openvino --precision bf16 --frames 30 --min-jf 0.99"),
 }

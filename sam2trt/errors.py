@@ -64,6 +64,12 @@ class StreamLost(SourceUnavailable):
     """
 
 
+class BelowThreshold(Sam2TrtError):
+    """``verify``: the tested backend's J&F against the fp32 reference is below ``--min-jf`` (exit 7)."""
+
+    exit_code = 7
+
+
 class Interrupted(Sam2TrtError):
     """SIGINT / SIGTERM received; outputs were closed cleanly up to the last frame (exit 130)."""
 

@@ -18,6 +18,7 @@ EnvironmentMissing (exit 5).
 from __future__ import annotations
 
 import contextlib
+import os
 
 from sam2trt.engine.compat import engines_status
 from sam2trt.errors import UsageError
@@ -44,6 +45,23 @@ def check_precision(backend: str, precision: str | None) -> None:
     if precision is not None and backend != "openvino":
         raise UsageError(f"--precision {precision} applies to --backend openvino only, not {backend}: "
                          "add --backend openvino or drop --precision")
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask), at least 1."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def check_threads(threads: int | None) -> None:
+    """``--threads`` must be 1..usable_cores(); raises :class:`UsageError` naming the limit."""
+    if threads is None:
+        return
+    limit = usable_cores()
+    if not 1 <= threads <= limit:
+        raise UsageError(f"--threads {threads} is out of range: use 1..{limit} (the cores available here)")
 
 
 def choose_backend(spec: ModelSpec, backend: str = "auto",
